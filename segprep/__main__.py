@@ -1,0 +1,3 @@
+from segprep.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""A click group that imports each sub-command's module only when it is used.
+
+Commands stay fast to start (``segprep --help`` does not import torch or albumentations),
+and an expected error anywhere in the library becomes one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from segprep.errors import SegprepError
+
+
+class LazyGroup(click.Group):
+    """``lazy_commands`` maps a command name to ``"package.module:attribute"``."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str] | None = None,
+                 expected_errors: tuple[type[BaseException], ...] = (SegprepError,), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+        self.expected_errors = expected_errors
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            module_name, attr = self.lazy_commands[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except self.expected_errors as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,24 @@
+"""The ``segtrain`` command. Sub-commands are imported lazily so ``--help`` stays instant."""
+
+from __future__ import annotations
+
+import click
+
+from segprep import __version__
+from segprep.lazycli import LazyGroup, setup_logging
+
+COMMANDS = {
+    "models": "segtrain.cli.models:models",
+    "run": "segtrain.cli.run:run",
+    "predict": "segtrain.cli.predict:predict",
+    "bench": "segtrain.cli.bench:bench",
+}
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="segtrain")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Train, evaluate and benchmark U-Net-family models from segprep manifests."""
+    setup_logging(verbose)
