@@ -1,0 +1,297 @@
+"""HDF5 shards: the immutable sample store every stage writes and reads.
+
+Two layouts, both with root attributes ``format="segprep-shard"``, ``version``, ``stage``,
+``layout`` and ``n`` (number of samples), and an ``ids`` dataset of sample ids:
+
+* ``variable`` (ingest, clean): one dataset per sample at native size,
+  ``images/0000000`` ``(H, W, 3)``, ``masks/0000000`` ``(H, W)``, ``roi/0000000`` ``(H, W)``.
+* ``fixed`` (augment): ``images (N, H, W, 3)``, ``masks (N, H, W)`` and optionally
+  ``roi (N, H, W)``, one chunk per sample so a training read is one chunk.
+
+A shard may hold only masks (clean writes new masks and leaves images in the ingest shards).
+A shard is written under ``<name>.tmp`` and renamed when complete, so a file with the final
+name is always whole. Readers open each file lazily, once per process: a handle opened
+before a DataLoader forks is never reused in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from segprep.errors import ShardError
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = "segprep-shard"
+SHARD_VERSION = 1
+COMPRESSIONS = ("lzf", "gzip", "none")
+_GROW = 64  # fixed-layout datasets grow by this many samples at a time
+
+
+def _key(index: int) -> str:
+    return f"{index:07d}"
+
+
+def _compression_args(compression: str | None) -> dict:
+    if compression in (None, "none"):
+        return {}
+    if compression == "lzf":
+        return {"compression": "lzf"}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4}
+    raise ShardError(f"unknown shard compression {compression!r}; valid: {', '.join(COMPRESSIONS)}")
+
+
+class ShardWriter:
+    """Write one shard. Use as a context manager: the file appears under its final name only
+    when the block ends without an exception.
+
+    ``fixed_size=(H, W)`` selects the fixed layout; otherwise samples keep their own size.
+    """
+
+    def __init__(self, path: Path, stage: str, *, fixed_size: tuple[int, int] | None = None,
+                 compression: str | None = "lzf"):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self.stage = stage
+        self.fixed_size = tuple(fixed_size) if fixed_size is not None else None
+        self._compression = _compression_args(compression)
+        self._ids: list[str] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.tmp_path, "w")
+        self._file.attrs.update(format=SHARD_FORMAT, version=SHARD_VERSION, stage=stage,
+                                layout="fixed" if self.fixed_size else "variable")
+        if self.fixed_size:
+            self._file.attrs["size"] = self.fixed_size
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def add(self, *, sample_id: str, image: np.ndarray | None = None,
+            mask: np.ndarray | None = None, roi: np.ndarray | None = None) -> int:
+        """Store one sample's arrays; returns its index in this shard."""
+        index = len(self._ids)
+        for name, array, ndim in (("images", image, 3), ("masks", mask, 2), ("roi", roi, 2)):
+            if array is None:
+                continue
+            array = np.ascontiguousarray(array)
+            if array.dtype != np.uint8 or array.ndim != ndim or (ndim == 3 and array.shape[2] != 3):
+                raise ShardError(f"{sample_id}: {name} must be uint8 with {ndim} dims"
+                                 f"{' (H, W, 3)' if ndim == 3 else ''}; got {array.dtype} {array.shape}")
+            if self.fixed_size:
+                self._put_fixed(name, index, array, sample_id)
+            else:
+                group = self._file.require_group(name)
+                group.create_dataset(_key(index), data=array, chunks=array.shape, **self._compression)
+        if self.fixed_size and roi is None and "roi" in self._file:
+            self._put_fixed("roi", index, np.ones(self.fixed_size, np.uint8), sample_id)
+        self._ids.append(sample_id)
+        return index
+
+    def _put_fixed(self, name: str, index: int, array: np.ndarray, sample_id: str) -> None:
+        if array.shape[:2] != self.fixed_size:
+            raise ShardError(f"{sample_id}: {name} is {array.shape[:2]}, shard is fixed at {self.fixed_size}")
+        if name not in self._file:
+            shape = array.shape
+            dataset = self._file.create_dataset(
+                name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
+                dtype=np.uint8, **self._compression)
+            if name == "roi" and index > 0:  # samples written before the first ROI have none
+                dataset.resize(index, axis=0)
+                dataset[:index] = 1
+        dataset = self._file[name]
+        if dataset.shape[0] <= index:
+            dataset.resize(index + _GROW, axis=0)
+        dataset[index] = array
+
+    def close(self) -> Path:
+        """Finish the file and give it its final name."""
+        if self._file is None:
+            return self.path
+        n = len(self._ids)
+        if self.fixed_size:
+            for name in ("images", "masks", "roi"):
+                if name in self._file:
+                    self._file[name].resize(n, axis=0)
+        self._file.create_dataset("ids", data=np.array(self._ids, dtype=object),
+                                  dtype=h5py.string_dtype())
+        self._file.attrs["n"] = n
+        self._file.close()
+        self._file = None
+        os.replace(self.tmp_path, self.path)
+        log.debug("wrote %s (%d samples)", self.path, n)
+        return self.path
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class ShardSequence:
+    """Roll samples over a numbered series of shards: ``<prefix>-00000.h5``, ``<prefix>-00001.h5``...
+
+    ``add`` returns the shard's file name (relative to ``directory``) and the sample's index.
+    """
+
+    def __init__(self, directory: Path, prefix: str, stage: str, *, max_samples: int = 500,
+                 start: int = 0, **writer_kwargs):
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.stage = stage
+        self.max_samples = max_samples
+        self.next_number = start
+        self.writer_kwargs = writer_kwargs
+        self.written: list[Path] = []
+        self._writer: ShardWriter | None = None
+
+    def name(self, number: int) -> str:
+        return f"{self.prefix}-{number:05d}.h5"
+
+    def add(self, *, sample_id: str, **arrays: np.ndarray | None) -> tuple[str, int]:
+        if self._writer is None:
+            self._writer = ShardWriter(self.directory / self.name(self.next_number), self.stage,
+                                       **self.writer_kwargs)
+            self.next_number += 1
+        index = self._writer.add(sample_id=sample_id, **arrays)
+        name = self._writer.path.name
+        if len(self._writer) >= self.max_samples:
+            self.written.append(self._writer.close())
+            self._writer = None
+        return name, index
+
+    def close(self) -> list[Path]:
+        if self._writer is not None:
+            self.written.append(self._writer.close())
+            self._writer = None
+        return self.written
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def __enter__(self) -> "ShardSequence":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# ----------------------------------------------------------------------------- reading
+
+_handles: dict[str, h5py.File] = {}
+_handles_pid: int | None = None
+
+
+def open_shard(path: Path) -> h5py.File:
+    """The process's read-only handle on a shard, opened on first use."""
+    global _handles_pid
+    if _handles_pid != os.getpid():
+        # Inherited through fork: HDF5 handles must not be shared between processes.
+        _handles.clear()
+        _handles_pid = os.getpid()
+    key = str(Path(path).resolve())
+    handle = _handles.get(key)
+    if handle is None:
+        if not os.path.exists(key):
+            raise ShardError(f"{path}: shard not found")
+        try:
+            handle = h5py.File(key, "r")
+        except OSError as exc:
+            raise ShardError(f"{path}: not a readable HDF5 file (truncated or corrupt: {exc})") from None
+        if handle.attrs.get("format") != SHARD_FORMAT:
+            handle.close()
+            raise ShardError(f"{path}: not a segprep shard (format attribute missing)")
+        _handles[key] = handle
+    return handle
+
+
+def close_shards() -> None:
+    """Close every handle this process holds (before a fork, or to free files on Windows)."""
+    for handle in _handles.values():
+        handle.close()
+    _handles.clear()
+
+
+def shard_info(path: Path) -> dict:
+    handle = open_shard(path)
+    return {key: (value.tolist() if hasattr(value, "tolist") else value)
+            for key, value in handle.attrs.items()}
+
+
+def shard_length(path: Path) -> int:
+    return int(open_shard(path).attrs["n"])
+
+
+def _read(path: Path, name: str, index: int, required: bool) -> np.ndarray | None:
+    handle = open_shard(path)
+    n = int(handle.attrs["n"])
+    if not 0 <= index < n:
+        raise ShardError(f"{path}: index {index} out of range (shard holds {n} samples)")
+    try:
+        if name not in handle:
+            if required:
+                raise ShardError(f"{path}: holds no {name}")
+            return None
+        if handle.attrs["layout"] == "fixed":
+            return handle[name][index]
+        group = handle[name]
+        key = _key(index)
+        if key not in group:
+            if required:
+                raise ShardError(f"{path}: holds no {name} for index {index}")
+            return None
+        return group[key][()]
+    except (OSError, KeyError) as exc:
+        raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt: {exc})") from None
+
+
+def read_image(path: Path, index: int) -> np.ndarray:
+    return _read(path, "images", index, required=True)
+
+
+def read_mask(path: Path, index: int) -> np.ndarray:
+    return _read(path, "masks", index, required=True)
+
+
+def read_roi(path: Path, index: int) -> np.ndarray | None:
+    return _read(path, "roi", index, required=False)
+
+
+@dataclass
+class Sample:
+    image: np.ndarray          # uint8 (H, W, 3)
+    mask: np.ndarray           # uint8 (H, W): raw grey values at ingest, class indices later
+    roi: np.ndarray | None     # uint8 (H, W), nonzero inside the field of view, or None
+
+
+def load_sample(root: Path, row: Mapping) -> Sample:
+    """Read one manifest row's sample; shard paths in the row are relative to ``root``
+    (the manifest's folder). The ROI travels with the image."""
+    root = Path(root)
+    image_shard = root / row["image_shard"]
+    image_index = int(row["image_index"])
+    return Sample(image=read_image(image_shard, image_index),
+                  mask=read_mask(root / row["mask_shard"], int(row["mask_index"])),
+                  roi=read_roi(image_shard, image_index))
