@@ -31,6 +31,13 @@ SPLITS = ("train", "val", "test")
 STATUSES = ("ok", "repaired", "excluded")
 
 
+def work_root(manifest_path: Path) -> Path:
+    """The folder a manifest's shard paths must stay inside: WORK for ``WORK/manifests/x.csv``
+    (shards sit in the sibling ``WORK/shards/``), else the manifest's own folder."""
+    folder = Path(manifest_path).parent
+    return folder.parent if folder.name == "manifests" else folder
+
+
 def _line(position: int) -> int:
     """CSV line number of the row at ``position`` (line 1 is the header)."""
     return position + 2
@@ -82,14 +89,15 @@ def read_manifest(path: Path, *, check_shards: bool = True) -> pd.DataFrame:
     duplicated = df["sample_id"][df["sample_id"].duplicated()]
     if len(duplicated):
         raise _fail(path, f"duplicate sample_id {', '.join(sorted(set(duplicated))[:5])}")
-    root = path.parent.resolve()
+    folder = path.parent.resolve()
+    root = work_root(path).resolve()
     for column in ("image_shard", "mask_shard"):
         for shard in df[column].unique():
-            resolved = (root / shard).resolve()
+            resolved = (folder / shard).resolve()
             if shard == "" or os.path.isabs(shard) or not resolved.is_relative_to(root):
                 position = int(np.flatnonzero((df[column] == shard).to_numpy())[0])
                 raise _fail(path, f"line {_line(position)}: {column} {shard!r} escapes the "
-                                  f"manifest's folder {root}")
+                                  f"work folder {root}")
     if check_shards:
         _check_indices(path, df)
     return df

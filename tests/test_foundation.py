@@ -1,0 +1,255 @@
+"""The contracts every stage relies on: image decoding, shards, manifests, the CLI shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from segprep import imageio
+from segprep.errors import DecodeError, ManifestError, ShardError
+from segprep.manifest import COLUMNS, read_manifest, write_manifest
+from segprep.shards import (ShardSequence, ShardWriter, close_shards, load_sample, read_image,
+                            read_mask, read_roi, shard_info, shard_length)
+
+
+# ----------------------------------------------------------------------------- image decoding
+
+def _rgb(h: int = 6, w: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_read_image_lossless_formats_give_rgb(tmp_path: Path, suffix: str) -> None:
+    rgb = _rgb()
+    path = tmp_path / f"a{suffix}"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = imageio.read_image(path)
+    assert out.dtype == np.uint8 and out.shape == (6, 5, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_read_image_grey_rgba_16bit_palette(tmp_path: Path) -> None:
+    grey = np.arange(30, dtype=np.uint8).reshape(6, 5)
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    out = imageio.read_image(tmp_path / "g.png")
+    assert out.shape == (6, 5, 3) and (out[..., 0] == grey).all() and (out[..., 2] == grey).all()
+
+    rgba = np.dstack([_rgb(), np.full((6, 5), 7, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(imageio.read_image(tmp_path / "a.png"), rgba[..., :3])
+
+    deep = (np.arange(30, dtype=np.uint16).reshape(6, 5) * 2000)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    out = imageio.read_image(tmp_path / "d.png")[..., 0]
+    # scaled over the full 16-bit range, never wrapped modulo 256
+    assert out.max() == round(29 * 2000 / 257) and np.all(np.diff(out.ravel().astype(int)) >= 0)
+
+    palette = Image.fromarray(grey).convert("P")
+    palette.save(tmp_path / "p.gif")
+    assert imageio.read_image(tmp_path / "p.gif").shape == (6, 5, 3)
+
+
+def test_read_mask_keeps_grey_values_and_reduces_colour(tmp_path: Path) -> None:
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[0, 0] = 131
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    np.testing.assert_array_equal(imageio.read_mask(tmp_path / "m.png"), mask)
+
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 2] = mask  # BGR: a red annotation on black
+    cv2.imwrite(str(tmp_path / "red.png"), red)
+    np.testing.assert_array_equal(imageio.read_mask(tmp_path / "red.png"), mask)
+
+    labels = (mask > 127).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "l.png"), labels)
+    assert set(np.unique(imageio.read_mask(tmp_path / "l.png"))) == {0, 1}
+
+    Image.fromarray(mask).save(tmp_path / "m.gif")
+    np.testing.assert_array_equal(imageio.read_mask(tmp_path / "m.gif") > 127, mask > 127)
+
+
+def test_bad_files_raise_decode_error_naming_the_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), _rgb(64, 64))
+    data = good.read_bytes()
+    cases = {
+        "zero.png": (b"", "zero-byte"),
+        "text.png": (b"hello world, not an image", "not an image"),
+        "cut.jpg": (data[: len(data) // 2], "truncated"),
+    }
+    png = tmp_path / "full.png"
+    cv2.imwrite(str(png), _rgb(64, 64))
+    cases["cut.png"] = (png.read_bytes()[:-40], "truncated")
+    for name, (content, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(DecodeError, match=reason) as info:
+            imageio.read_image(path)
+        assert name in str(info.value)
+    with pytest.raises(DecodeError, match="not found"):
+        imageio.read_image(tmp_path / "missing.png")
+
+
+def test_non_ascii_and_spaces_in_paths(tmp_path: Path) -> None:
+    folder = tmp_path / "dossier à voir"
+    folder.mkdir()
+    path = folder / "image 01 ü.png"
+    cv2.imwrite(str(tmp_path / "plain.png"), cv2.cvtColor(_rgb(), cv2.COLOR_RGB2BGR))
+    path.write_bytes((tmp_path / "plain.png").read_bytes())
+    np.testing.assert_array_equal(imageio.read_image(path), _rgb())
+
+
+# ----------------------------------------------------------------------------- shards
+
+def test_variable_shard_round_trip_and_atomic_rename(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    writer = ShardWriter(path, "ingest")
+    a = writer.add(sample_id="x/a", image=_rgb(6, 5), mask=np.zeros((6, 5), np.uint8))
+    b = writer.add(sample_id="x/b", image=_rgb(3, 4), mask=np.full((3, 4), 255, np.uint8),
+                   roi=np.ones((3, 4), np.uint8))
+    assert not path.exists() and writer.tmp_path.exists()  # only complete files get the name
+    writer.close()
+    assert path.exists() and not writer.tmp_path.exists()
+    assert (a, b) == (0, 1) and shard_length(path) == 2
+    info = shard_info(path)
+    assert info["format"] == "segprep-shard" and info["stage"] == "ingest" and info["layout"] == "variable"
+    np.testing.assert_array_equal(read_image(path, 1), _rgb(3, 4))
+    assert read_mask(path, 1).max() == 255 and read_roi(path, 0) is None and read_roi(path, 1).shape == (3, 4)
+    with pytest.raises(ShardError, match="out of range"):
+        read_image(path, 2)
+
+
+def test_writer_failure_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    with pytest.raises(RuntimeError):
+        with ShardWriter(path, "ingest") as writer:
+            writer.add(sample_id="a", image=_rgb(), mask=np.zeros((6, 5), np.uint8))
+            raise RuntimeError("killed")
+    assert not path.exists() and not writer.tmp_path.exists()
+    with pytest.raises(ShardError, match="uint8"):
+        with ShardWriter(path, "ingest") as writer:
+            writer.add(sample_id="a", image=_rgb().astype(np.float32))
+
+
+def test_fixed_shard_one_chunk_per_sample_and_roi_backfill(tmp_path: Path) -> None:
+    path = tmp_path / "f.h5"
+    with ShardWriter(path, "augment", fixed_size=(4, 4)) as writer:
+        for i in range(3):
+            roi = np.zeros((4, 4), np.uint8) if i == 1 else None
+            writer.add(sample_id=f"s{i}", image=np.full((4, 4, 3), i, np.uint8),
+                       mask=np.full((4, 4), i % 2, np.uint8), roi=roi)
+        with pytest.raises(ShardError, match="fixed"):
+            writer.add(sample_id="bad", image=np.zeros((5, 4, 3), np.uint8))
+    import h5py
+    with h5py.File(path, "r") as f:
+        assert f["images"].shape == (3, 4, 4, 3) and f["images"].chunks == (1, 4, 4, 3)
+        assert list(f["ids"].asstr()[()]) == ["s0", "s1", "s2"]
+    assert read_image(path, 2)[0, 0, 0] == 2
+    assert [int(read_roi(path, i).sum()) for i in range(3)] == [16, 0, 16]
+
+
+def test_shard_sequence_rolls_over(tmp_path: Path) -> None:
+    with ShardSequence(tmp_path, "ingest", "ingest", max_samples=2) as seq:
+        places = [seq.add(sample_id=str(i), image=_rgb(), mask=np.zeros((6, 5), np.uint8))
+                  for i in range(5)]
+    assert places == [("ingest-00000.h5", 0), ("ingest-00000.h5", 1), ("ingest-00001.h5", 0),
+                      ("ingest-00001.h5", 1), ("ingest-00002.h5", 0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingest-00000.h5", "ingest-00001.h5",
+                                                           "ingest-00002.h5"]
+
+
+def test_truncated_and_foreign_shards_are_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, "ingest") as writer:
+        writer.add(sample_id="a", image=_rgb(), mask=np.zeros((6, 5), np.uint8))
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ShardError, match="cut.h5"):
+        read_image(cut, 0)
+    import h5py
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(ShardError, match="not a segprep shard"):
+        shard_length(tmp_path / "other.h5")
+    with pytest.raises(ShardError, match="not found"):
+        shard_length(tmp_path / "nope.h5")
+
+
+# ----------------------------------------------------------------------------- manifests
+
+def _manifest(tmp_path: Path, n: int = 3) -> Path:
+    rows = []
+    with ShardSequence(tmp_path / "shards", "ingest", "ingest") as seq:
+        for i in range(n):
+            shard, index = seq.add(sample_id=f"src/{i}", image=_rgb(), mask=np.zeros((6, 5), np.uint8))
+            rows.append(dict(sample_id=f"src/{i}", source="src", split="train", group=str(i),
+                             image_shard=f"../shards/{shard}", image_index=index,
+                             mask_shard=f"../shards/{shard}", mask_index=index, height=6, width=5,
+                             fg_fraction=0.0, status="ok", issues="", parent_id="",
+                             image_path=f"../raw/{i}.png", mask_path=f"../raw/{i}_mask.png",
+                             extra_note="kept"))
+    return write_manifest(pd.DataFrame(rows), tmp_path / "manifests" / "ingest.csv")
+
+
+def test_manifest_round_trip_keeps_order_extras_and_empty_strings(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[: len(COLUMNS)] == list(COLUMNS) and header[-1] == "extra_note"
+    df = read_manifest(path)
+    assert len(df) == 3 and df["issues"].tolist() == ["", "", ""]
+    assert df["image_index"].dtype == np.int64 and df["extra_note"].iloc[0] == "kept"
+    sample = load_sample(path.parent, df.iloc[2])
+    assert sample.image.shape == (6, 5, 3) and sample.roi is None
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda df: df.drop(columns=["group"]), "missing column"),
+    (lambda df: df.assign(sample_id=["a", "a", "b"]), "duplicate sample_id a"),
+    (lambda df: df.assign(image_shard="../../../elsewhere.h5"), "escapes"),
+    (lambda df: df.assign(image_shard="/abs/elsewhere.h5"), "escapes"),
+    (lambda df: df.assign(mask_index=[0, 1, 7]), "line 4: mask_index 7 is out of range"),
+    (lambda df: df.assign(height=["6", "six", "6"]), "line 3: column height"),
+    (lambda df: df.assign(split=["train", "dev", "test"]), "split 'dev'"),
+    (lambda df: df.assign(mask_shard="../shards/missing.h5"), "shard not found"),
+])
+def test_manifest_validation_errors(tmp_path: Path, edit, reason: str) -> None:
+    path = _manifest(tmp_path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edit(df).to_csv(path, index=False)
+    with pytest.raises(ManifestError, match=reason) as info:
+        read_manifest(path)
+    assert str(path) in str(info.value)
+
+
+def test_manifest_with_truncated_shard_is_an_error(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    close_shards()
+    shard = tmp_path / "shards" / "ingest-00000.h5"
+    shard.write_bytes(shard.read_bytes()[:500])
+    with pytest.raises(ManifestError, match="truncated or corrupt"):
+        read_manifest(path)
+
+
+def test_missing_or_garbage_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ManifestError, match="not a readable CSV"):
+        read_manifest(tmp_path / "empty.csv")
+
+
+# ----------------------------------------------------------------------------- CLI shell
+
+def test_cli_version_and_expected_errors_are_one_line() -> None:
+    from segprep.cli import main
+    runner = CliRunner()
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and "segprep, version" in result.output
