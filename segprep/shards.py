@@ -54,15 +54,22 @@ class ShardWriter:
     when the block ends without an exception.
 
     ``fixed_size=(H, W)`` selects the fixed layout; otherwise samples keep their own size.
+    ``compression`` is one name for every array, or a mapping from array name (``images``,
+    ``masks``, ``roi``) to a name, missing names meaning lzf.
     """
 
     def __init__(self, path: Path, stage: str, *, fixed_size: tuple[int, int] | None = None,
-                 compression: str | None = "lzf"):
+                 compression: str | None | Mapping[str, str | None] = "lzf"):
         self.path = Path(path)
         self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self.stage = stage
         self.fixed_size = tuple(fixed_size) if fixed_size is not None else None
-        self._compression = _compression_args(compression)
+        if isinstance(compression, Mapping):
+            self._compression = {name: _compression_args(compression.get(name, "lzf"))
+                                 for name in ("images", "masks", "roi")}
+        else:
+            self._compression = dict.fromkeys(("images", "masks", "roi"),
+                                              _compression_args(compression))
         self._ids: list[str] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.tmp_path, "w")
@@ -98,7 +105,8 @@ class ShardWriter:
                 self._put_fixed(name, index, array, sample_id)
             else:
                 group = self._file.require_group(name)
-                group.create_dataset(_key(index), data=array, chunks=array.shape, **self._compression)
+                group.create_dataset(_key(index), data=array, chunks=array.shape,
+                                     **self._compression[name])
         if self.fixed_size and roi is None and "roi" in self._file:
             self._put_fixed("roi", index, np.ones(self.fixed_size, np.uint8), sample_id)
         self._ids.append(sample_id)
@@ -111,7 +119,7 @@ class ShardWriter:
             shape = array.shape
             dataset = self._file.create_dataset(
                 name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
-                dtype=np.uint8, **self._compression)
+                dtype=np.uint8, **self._compression[name])
             if name == "roi" and index > 0:  # samples written before the first ROI have none
                 dataset.resize(index, axis=0)
                 dataset[:index] = 1

@@ -1,0 +1,191 @@
+"""Throughput of `segprep augment` against the bare albumentations loop, in one process run.
+
+Runs the same pipeline (a preset, fit to --size first) over the same images:
+
+1. the bare albumentations loop in memory (the ceiling): per sample one resize, then F-1 seeded
+   ``Compose`` calls; on 1 process and on N processes (a Pool over the same images);
+2. the segprep augment stage with 1 worker and with N workers (reads the source shard, writes
+   fixed-size lzf shards, checksums, the manifest);
+3. the stage with the Augmentor backend (same preset name), 1 and N workers.
+
+Prints a table of samples/s (rows written, variant 0 included) and each run's ratio to the bare
+loop on the same number of processes. Target: segprep >= 0.85 of the bare loop for N = 1 and N =
+all cores. OpenCV runs single-threaded everywhere, so "1 process" means one core.
+
+    .venv/bin/python benchmarks/augment_throughput.py                      # synthetic images
+    .venv/bin/python benchmarks/augment_throughput.py --images /work/shared/data/Kvasir-SEG
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from segprep.augment.backends import fit
+from segprep.augment.presets import preset_transforms
+from segprep.augment.stage import _available_cores, _pool_context, augment, parse_size, variant_seed
+from segprep.manifest import write_manifest
+from segprep.shards import ShardWriter
+
+cv2.setNumThreads(1)
+
+
+def synthetic(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Kvasir-like samples: smooth coloured texture, one elliptic object, 400-620 x 500-720."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = int(rng.integers(400, 620)), int(rng.integers(500, 720))
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        image = cv2.add(image, rng.integers(0, 20, (h, w, 3), dtype=np.uint8))
+        mask = np.zeros((h, w), np.uint8)
+        cv2.ellipse(mask, (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))),
+                    (int(rng.integers(20, w // 4)), int(rng.integers(20, h // 4))),
+                    float(rng.integers(0, 180)), 0, 360, 1, -1)
+        out.append((image, mask))
+    return out
+
+
+def from_folder(folder: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first n image/mask pairs of an ``images/`` + ``masks/`` folder (Kvasir-SEG layout)."""
+    from segprep import imageio
+    images = sorted(p for p in (folder / "images").iterdir() if imageio.is_image_file(p))[:n]
+    out = []
+    for path in images:
+        masks = [p for p in (folder / "masks").glob(path.stem + ".*")]
+        if masks:
+            mask = imageio.read_mask(masks[0])
+            out.append((imageio.read_image(path), (mask >= 128).astype(np.uint8)))
+    return out
+
+
+def write_input(samples: list, root: Path) -> Path:
+    """A clean-like manifest over one variable-layout shard (all train)."""
+    rows = []
+    with ShardWriter(root / "shards" / "clean-00000.h5", "clean") as writer:
+        for i, (image, mask) in enumerate(samples):
+            index = writer.add(sample_id=f"bench/{i:05d}", image=image, mask=mask)
+            rows.append({"sample_id": f"bench/{i:05d}", "source": "bench", "split": "train",
+                         "group": str(i), "image_shard": "../shards/clean-00000.h5",
+                         "image_index": index, "mask_shard": "../shards/clean-00000.h5",
+                         "mask_index": index, "height": mask.shape[0], "width": mask.shape[1],
+                         "fg_fraction": float(mask.mean()), "status": "ok", "issues": "",
+                         "parent_id": "", "image_path": "", "mask_path": ""})
+    return write_manifest(pd.DataFrame(rows), root / "manifests" / "clean.csv")
+
+
+# ----------------------------------------------------------------------------- the bare loop
+
+_bare: dict = {}
+
+
+def _bare_init(preset: str, size: tuple[int, int], factor: int) -> None:
+    import albumentations as A
+    cv2.setNumThreads(1)
+    _bare["compose"] = A.Compose(preset_transforms(preset, size), mask_interpolation=cv2.INTER_NEAREST,
+                                 save_applied_params=True)
+    _bare["size"], _bare["factor"] = size, factor
+
+
+def _bare_one(item: tuple[int, np.ndarray, np.ndarray]) -> int:
+    """What any hand-written offline script does per sample: resize, then F-1 seeded calls."""
+    index, image, mask = item
+    compose, size, factor = _bare["compose"], _bare["size"], _bare["factor"]
+    image, mask, _ = fit(image, mask, None, size)
+    for variant in range(1, factor):
+        seed = variant_seed(0, f"bench/{index:05d}", variant)
+        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        compose(image=image, masks=[mask])
+    return factor
+
+
+def bare_loop(samples: list, preset: str, size: tuple[int, int], factor: int, processes: int) -> float:
+    items = [(i, image, mask) for i, (image, mask) in enumerate(samples)]
+    started = time.perf_counter()
+    if processes == 1:
+        _bare_init(preset, size, factor)
+        rows = sum(_bare_one(item) for item in items)
+    else:
+        with _pool_context().Pool(processes, initializer=_bare_init,
+                                  initargs=(preset, size, factor)) as pool:
+            rows = sum(pool.imap_unordered(_bare_one, items, chunksize=1))
+    return rows / (time.perf_counter() - started)
+
+
+def stage(manifest: Path, work: Path, preset: str, size: tuple[int, int], factor: int,
+          workers: int, backend: str = "albumentations") -> float:
+    started = time.perf_counter()
+    result = augment(manifest, factor=factor, size=size, preset=preset, backend=backend,
+                     workers=workers, work=work, force=True, progress=False)
+    return result.rows / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, default=None,
+                        help="a folder with images/ and masks/ (e.g. Kvasir-SEG); synthetic if absent")
+    parser.add_argument("--n", type=int, default=64, help="source images")
+    parser.add_argument("--factor", type=int, default=8)
+    parser.add_argument("--size", default="352")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--workers", type=int, default=_available_cores(), help="N (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=2, help="best of this many timings per run")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+
+    if args.images is not None and args.images.is_dir():
+        samples = from_folder(args.images, args.n)
+        what = f"{len(samples)} images from {args.images}"
+    else:
+        if args.images is not None:
+            print(f"{args.images} not found: using synthetic images", file=sys.stderr)
+        samples = synthetic(args.n)
+        what = f"{len(samples)} synthetic images"
+    mean_hw = np.mean([s[1].shape for s in samples], axis=0).round().astype(int)
+    print(f"{what} (mean {mean_hw[0]}x{mean_hw[1]}), factor {args.factor}, size {size[0]}x{size[1]}, "
+          f"preset {args.preset}, N = {args.workers} of {os.cpu_count()} cores")
+
+    with tempfile.TemporaryDirectory(prefix="augment-bench-") as tmp:
+        tmp = Path(tmp)
+        manifest = write_input(samples, tmp / "work")
+        # Warm-up: the fork server imports albumentations once (about 2 s), for both contenders.
+        augment(manifest, factor=2, size=size, preset=args.preset, workers=2, work=tmp / "warm",
+                force=True, progress=False)
+
+        def best(fn, *a) -> float:
+            return max(fn(*a) for _ in range(args.repeat))
+
+        counts = sorted({1, args.workers})
+        results = []
+        for n in counts:
+            bare = best(bare_loop, samples, args.preset, size, args.factor, n)
+            results.append(("bare albumentations loop (in memory)", n, bare, bare))
+            ours = best(stage, manifest, tmp / f"seg{n}", args.preset, size, args.factor, n)
+            results.append(("segprep augment (albumentations)", n, ours, bare))
+            other = best(stage, manifest, tmp / f"aug{n}", args.preset, size, args.factor, n, "augmentor")
+            results.append(("segprep augment --backend augmentor", n, other, bare))
+
+    print()
+    print(f"| run | processes | samples/s | ratio to bare loop, same processes |")
+    print(f"|---|---|---|---|")
+    for name, n, rate, bare in results:
+        ratio = rate / bare
+        mark = "" if "bare" in name else (" (target 0.85: met)" if ratio >= 0.85 else " (target 0.85: MISSED)")
+        if "augmentor" in name:
+            mark = ""
+        print(f"| {name} | {n} | {rate:.1f} | {ratio:.2f}{mark} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""The augment stage: a manifest in, fixed-size shards and ``augment.csv`` out.
+
+Plan first, then work. The parent lists every output row in a fixed order (input manifest order;
+a training sample's variants 0..F-1 together; val/test variant 0 only) and cuts that list into
+shards of ``shard_size`` rows. A shard's content is therefore a function of the options alone,
+which gives three properties at once:
+
+* any number of workers produces the same bytes (each variant's seed comes from
+  (seed, sample_id, variant), never from a process's history);
+* each worker process writes whole shards itself (reading its sources through its own HDF5
+  handles), so compression and writing run in parallel and no image crosses a pipe;
+* a killed run resumes: a finished shard plus its row record (in ``.augment-partial/``) is kept,
+  the rest is recomputed, and the result equals an uninterrupted run.
+
+The manifest is written last, then ``augment.json`` (the options of the finished run), which
+makes a repeated run with the same options a no-op.
+
+Excluded input rows are not carried into ``augment.csv`` (the summary counts them): augment.csv
+is what training reads, and the exclusions stay visible in the input manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
+from segprep.augment.backends import BackendSpec, fit, make_backend
+from segprep.augment.presets import pipeline_dict
+from segprep.errors import ManifestError, SegprepError
+from segprep.hashing import array_sha1
+from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, write_manifest
+from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample
+
+log = logging.getLogger(__name__)
+
+STAGE = "augment"
+FORMAT_VERSION = 1
+MAX_TRIES = 10
+SHARD_SIZE = 128  # rows; small enough that N workers share the shards evenly
+BINARIZE_THRESHOLD = 128  # mid-range of 8-bit grey values, for raw 0/255 masks
+# Extra input columns that stay true for a resized/augmented variant. Others (phash, mask_values,
+# checksums, clean's measurements) describe the source arrays and would be stale.
+CARRIED_COLUMNS = ("stem", "has_roi", "roi_path")
+LINEAGE_COLUMNS = ("variant", "aug_seed", "aug_tries", "aug_params", "fg_lost",
+                   "image_sha1", "mask_sha1")
+_SHARD_NAME = re.compile(r"^augment-\d{5}\.h5(\.tmp)?$")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def parse_size(size: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``352``, ``"352"``, ``"288x384"`` (H x W) or ``(288, 384)`` -> ``(H, W)``."""
+    def bad() -> SegprepError:
+        return SegprepError(f"bad --size {size!r}: expected N or HxW with positive integers "
+                            f"(at least 8), e.g. 352 or 288x384")
+    if isinstance(size, (tuple, list)):
+        parts = list(size)
+    elif isinstance(size, (int, np.integer)):
+        parts = [int(size), int(size)]
+    elif isinstance(size, str):
+        text = size.strip().lower()
+        if re.fullmatch(r"\d+", text):
+            parts = [int(text), int(text)]
+        elif re.fullmatch(r"\d+x\d+", text):
+            parts = [int(v) for v in text.split("x")]
+        else:
+            raise bad()
+    else:
+        raise bad()
+    if len(parts) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 8 for v in parts):
+        raise bad()
+    return int(parts[0]), int(parts[1])
+
+
+def variant_seed(seed: int, sample_id: str, variant: int) -> int:
+    """A stable 32-bit seed for one variant (hashlib, not ``hash()``, which changes per process).
+    32 bits because Augmentor seeds ``numpy.random``, which takes at most 2**32 - 1."""
+    digest = hashlib.sha256(f"{seed}\x00{sample_id}\x00{variant}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _file_sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- plan
+
+@dataclass
+class ShardTask:
+    number: int
+    name: str
+    items: list[tuple[dict, int]]   # (input row as a dict of strings, variant)
+
+    def planned_ids(self) -> list[str]:
+        return [f"{row['sample_id']}~a{variant:02d}" for row, variant in self.items]
+
+
+@dataclass
+class ShardOutcome:
+    number: int
+    name: str
+    planned: list[str]
+    rows: list[dict]
+    binarized: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    """What a worker needs; plain data, so it pickles to any start method."""
+    spec: BackendSpec
+    source_root: str        # input manifest's folder (its shard paths are relative to it)
+    shards_dir: str
+    partial_dir: str
+    shard_prefix: str       # shard path as written in augment.csv, e.g. "../shards"
+    compression: str
+    seed: int
+    max_tries: int
+
+
+# ----------------------------------------------------------------------------- work
+
+class _Worker:
+    def __init__(self, context: _Context):
+        self.context = context
+        self.backend = make_backend(context.spec)
+        self.size = tuple(context.spec.size)
+
+    def _load(self, row: dict) -> tuple[tuple, bool, bool]:
+        """The sample fitted to the output size, whether the source had foreground, and whether
+        its mask had to be binarized."""
+        sample = load_sample(Path(self.context.source_root), row)
+        mask = sample.mask
+        binarized = bool(mask.size and mask.max() > 1)
+        if binarized:
+            mask = (mask >= BINARIZE_THRESHOLD).astype(np.uint8)
+        roi = None if sample.roi is None else (sample.roi > 0).astype(np.uint8)
+        has_fg = bool(mask.any())
+        base = fit(sample.image, mask, roi, self.size, self.context.spec.aspect)
+        return base, has_fg, binarized
+
+    def _variant(self, sample_id: str, base: tuple, has_fg: bool, variant: int):
+        image, mask, roi = base
+        if variant == 0:
+            return image, mask, roi, [], "", 0
+        first = variant_seed(self.context.seed, sample_id, variant)
+        # Redraw (next seed) when a crop or rotation threw all foreground away; a base that
+        # already lost it in the resize cannot get it back.
+        retry = has_fg and bool(mask.any())
+        for attempt in range(self.context.max_tries):
+            seed = (first + attempt) % 2**32
+            out = self.backend.augment(image, mask, roi, seed)
+            if not retry or out.mask.any():
+                break
+        return out.image, out.mask, out.roi, out.params, seed, attempt + 1
+
+    def process(self, task: ShardTask) -> ShardOutcome:
+        ctx = self.context
+        path = Path(ctx.shards_dir) / task.name
+        outcome = ShardOutcome(task.number, task.name, task.planned_ids(), [])
+        current_id, base, has_fg, skip = None, None, False, False
+        shard_path = f"{ctx.shard_prefix}/{task.name}"
+        with ShardWriter(path, STAGE, fixed_size=self.size, compression=ctx.compression) as writer:
+            for row, variant in task.items:
+                sample_id = row["sample_id"]
+                if sample_id != current_id:
+                    current_id, skip = sample_id, False
+                    try:
+                        base, has_fg, binarized = self._load(row)
+                    except SegprepError as exc:  # one unreadable sample never stops the others
+                        log.warning("%s: skipped: %s", sample_id, exc)
+                        outcome.failed.append((sample_id, str(exc)))
+                        skip = True
+                    else:
+                        if binarized:
+                            outcome.binarized.append(sample_id)
+                if skip:
+                    continue
+                image, mask, roi, params, seed, tries = self._variant(sample_id, base, has_fg, variant)
+                out_id = f"{sample_id}~a{variant:02d}"
+                index = writer.add(sample_id=out_id, image=image, mask=mask, roi=roi)
+                outcome.rows.append(_row(row, out_id, variant, shard_path, index, image, mask, roi,
+                                         params, seed, tries, fg_lost=has_fg and not mask.any()))
+        _write_json(Path(ctx.partial_dir) / f"{task.name}.json", {
+            "name": task.name, "planned": outcome.planned, "rows": outcome.rows,
+            "binarized": outcome.binarized, "failed": outcome.failed})
+        return outcome
+
+
+def _row(source: dict, out_id: str, variant: int, shard_path: str, index: int, image: np.ndarray,
+         mask: np.ndarray, roi: np.ndarray | None, params: list, seed: int | str, tries: int,
+         fg_lost: bool) -> dict:
+    inside = mask if roi is None else mask[roi > 0]
+    row = {
+        "sample_id": out_id, "source": source["source"], "split": source["split"],
+        "group": source["group"], "image_shard": shard_path, "image_index": index,
+        "mask_shard": shard_path, "mask_index": index, "height": int(mask.shape[0]),
+        "width": int(mask.shape[1]), "fg_fraction": float(inside.mean()) if inside.size else 0.0,
+        "status": source["status"], "issues": source["issues"], "parent_id": source["sample_id"],
+        "image_path": source["image_path"], "mask_path": source["mask_path"],
+    }
+    for column in CARRIED_COLUMNS:
+        if column in source:
+            row[column] = source[column]
+    row.update(variant=variant, aug_seed=seed, aug_tries=tries,
+               aug_params=json.dumps(params, separators=(",", ":")), fg_lost=int(fg_lost),
+               image_sha1=array_sha1(image), mask_sha1=array_sha1(mask))
+    return row
+
+
+_worker: _Worker | None = None
+
+
+def _init_pool_worker(context: _Context) -> None:
+    global _worker
+    import cv2
+    # N worker processes already fill the cores; OpenCV's own threads would only contend.
+    cv2.setNumThreads(1)
+    _worker = _Worker(context)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Fork server where there is one, never a plain fork: a process that already ran OpenCV or
+    HDF5 holds threads and locks that a forked child can inherit locked (seen here as workers
+    hanging at 0% CPU). The server imports this module once, so each worker starts warm."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _pool_process(task: ShardTask) -> ShardOutcome:
+    assert _worker is not None
+    return _worker.process(task)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+@dataclass
+class AugmentResult:
+    manifest: Path
+    work: Path
+    rows: int
+    rows_per_split: dict[str, int]
+    train_samples: int
+    factor: int
+    shards: list[Path]
+    bytes: int
+    seconds: float
+    samples_per_s: float              # rows computed in this run / seconds (reused shards excluded)
+    skipped: bool = False             # a finished run with the same options: nothing done
+    reused_shards: int = 0
+    computed_rows: int = 0
+    excluded_not_carried: int = 0
+    fg_lost: int = 0
+    binarized: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    workers: int = 1
+    preview: Path | None = None
+    options: dict = field(default_factory=dict)
+
+
+def _options(manifest: Path, *, factor: int, size: tuple[int, int], backend: str, preset: str,
+             pipeline: Path | None, pipeline_spec: dict | None, aspect: str, compression: str,
+             seed: int, shard_size: int, max_tries: int) -> dict:
+    """Everything that determines the output (not --workers, --preview or --force)."""
+    return {
+        "format": FORMAT_VERSION, "input": manifest.name, "input_sha1": _file_sha1(manifest),
+        "factor": factor, "size": list(size), "backend": backend,
+        "preset": None if pipeline_spec is not None else preset,
+        "pipeline_file": str(pipeline) if pipeline is not None else None,
+        "pipeline": pipeline_spec, "aspect": aspect, "compression": compression, "seed": seed,
+        "shard_size": shard_size, "max_tries": max_tries,
+    }
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "pipeline"]
+    if old.get("pipeline") != new.get("pipeline") and "pipeline_file" not in keys:
+        keys.append("pipeline")
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "options"
+
+
+def _plan(rows: pd.DataFrame, factor: int, shard_size: int) -> list[ShardTask]:
+    items: list[tuple[dict, int]] = []
+    for record in rows.to_dict("records"):
+        source = {k: (str(v) if not isinstance(v, str) else v) for k, v in record.items()}
+        for variant in range(factor if source["split"] == "train" else 1):
+            items.append((source, variant))
+    return [ShardTask(number, f"augment-{number:05d}.h5", items[start:start + shard_size])
+            for number, start in enumerate(range(0, len(items), shard_size))]
+
+
+def _summary_counts(df: pd.DataFrame) -> dict[str, int]:
+    return {split: int((df["split"] == split).sum()) for split in SPLITS}
+
+
+def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[int, int] = 352,
+            backend: str = "albumentations", preset: str | None = None,
+            pipeline: Path | str | None = None, aspect: str = "resize", compression: str = "lzf",
+            seed: int = 0, workers: int | None = None, preview: int = 0,
+            work: Path | str | None = None, force: bool = False, shard_size: int = SHARD_SIZE,
+            max_tries: int = MAX_TRIES, progress: bool = True) -> AugmentResult:
+    """Augment the training split ``factor`` times and resize val/test, into
+    ``WORK/shards/augment-*.h5`` and ``WORK/manifests/augment.csv``.
+
+    ``WORK`` defaults to the parent of the input manifest's folder. ``preset`` (default
+    ``"default"``) and ``pipeline`` (an albumentations JSON/YAML file) are exclusive.
+    """
+    started = time.perf_counter()
+    manifest = Path(manifest)
+    size = parse_size(size)
+    if not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise SegprepError(f"bad --factor {factor!r}: must be an integer >= 1 (1 = resize only)")
+    if backend not in BACKENDS:
+        raise SegprepError(f"unknown augmentation backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if aspect not in ASPECTS:
+        raise SegprepError(f"unknown aspect handling {aspect!r}; valid: {', '.join(ASPECTS)}")
+    if compression not in COMPRESSIONS:
+        raise SegprepError(f"unknown compression {compression!r}; valid: {', '.join(COMPRESSIONS)}")
+    if preset is not None and pipeline is not None:
+        raise SegprepError("give either --preset or --pipeline, not both")
+    preset = preset if preset is not None else "default"
+    if preset not in PRESET_NAMES:
+        raise SegprepError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
+    if shard_size < 1 or max_tries < 1:
+        raise SegprepError("shard_size and max_tries must be >= 1")
+    pipeline = Path(pipeline) if pipeline is not None else None
+    pipeline_spec = pipeline_dict(pipeline) if pipeline is not None else None
+    if pipeline_spec is not None and backend != "albumentations":
+        raise SegprepError(f"{pipeline}: --pipeline files are albumentations pipelines; they "
+                           f"cannot run on the {backend} backend (use --backend albumentations)")
+
+    rows = read_manifest(manifest)
+    if "variant" in rows.columns and (rows["variant"] != "").any():
+        raise ManifestError(f"{manifest}: already an augment manifest (it has variant rows); "
+                            f"augment clean.csv or ingest.csv instead")
+    work = Path(work) if work is not None else manifest.resolve().parent.parent
+    manifests_dir, shards_dir = work / "manifests", work / "shards"
+    out_manifest = manifests_dir / "augment.csv"
+    record_path = manifests_dir / "augment.json"
+    partial_dir = manifests_dir / ".augment-partial"
+    if out_manifest.resolve() == manifest.resolve():
+        raise SegprepError(f"{manifest}: the input is the output augment.csv; pass the clean (or "
+                           f"ingest) manifest, or another -o WORK")
+    usable = active(rows)
+    excluded = len(rows) - len(usable)
+    if usable.empty:
+        raise ManifestError(f"{manifest}: no rows to augment: all {len(rows)} rows are excluded"
+                            if len(rows) else f"{manifest}: no rows to augment: the manifest is empty")
+    train_samples = int((usable["split"] == "train").sum())
+    if train_samples == 0:
+        log.warning("%s: no training rows (not excluded): val/test are only resized", manifest)
+
+    options = _options(manifest, factor=factor, size=size, backend=backend, preset=preset,
+                       pipeline=pipeline, pipeline_spec=pipeline_spec, aspect=aspect,
+                       compression=compression, seed=seed, shard_size=shard_size,
+                       max_tries=max_tries)
+    n_workers = max(1, int(workers)) if workers is not None else _available_cores()
+
+    # ---- a finished run: no-op, or refuse to overwrite a different one without --force
+    record = _read_json(record_path) if out_manifest.exists() else None
+    if record is not None and not force:
+        if record.get("options") != options:
+            raise SegprepError(f"{out_manifest} exists from a run with other options "
+                               f"({_differences(record.get('options') or {}, options)}); "
+                               f"pass --force to replace it")
+        shards = [shards_dir / name for name in record.get("shards", [])]
+        if all(path.is_file() for path in shards):
+            log.info("%s is up to date; nothing to do (--force redoes it)", out_manifest)
+            done = read_manifest(out_manifest, check_shards=False)
+            result = AugmentResult(
+                manifest=out_manifest, work=work, rows=len(done), rows_per_split=_summary_counts(done),
+                train_samples=train_samples, factor=factor, shards=shards,
+                bytes=sum(path.stat().st_size for path in shards),
+                seconds=time.perf_counter() - started, samples_per_s=0.0, skipped=True,
+                excluded_not_carried=excluded, fg_lost=int((done["fg_lost"] == "1").sum()),
+                workers=n_workers, options=options)
+            if preview:
+                result.preview = _preview(out_manifest, work, preview)
+            return result
+        log.warning("%s: shards named by the finished run are missing; redoing it", out_manifest)
+    if force or record is not None:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+    # The shards are about to be replaced: an older manifest must not outlive them.
+    for path in (record_path, out_manifest):
+        path.unlink(missing_ok=True)
+
+    # ---- resume: keep the shards of an interrupted run with the same options
+    tasks = _plan(usable, factor, shard_size)
+    if partial_dir.exists() and _read_json(partial_dir / "options.json") != options:
+        log.info("%s: an interrupted run with other options; starting over", partial_dir)
+        shutil.rmtree(partial_dir)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(partial_dir / "options.json", options)
+    outcomes: dict[int, ShardOutcome] = {}
+    for task in tasks:
+        saved = _read_json(partial_dir / f"{task.name}.json")
+        if (saved is not None and saved.get("planned") == task.planned_ids()
+                and (shards_dir / task.name).is_file()):
+            outcomes[task.number] = ShardOutcome(task.number, task.name, saved["planned"],
+                                                 saved["rows"], saved["binarized"],
+                                                 [tuple(f) for f in saved["failed"]])
+    todo = [task for task in tasks if task.number not in outcomes]
+    if outcomes:
+        log.info("resuming: %d of %d shards kept from an interrupted run", len(outcomes), len(tasks))
+
+    context = _Context(
+        spec=BackendSpec(backend=backend, size=size, aspect=aspect, preset=preset,
+                         pipeline=pipeline_spec),
+        source_root=str(manifest.resolve().parent), shards_dir=str(shards_dir),
+        partial_dir=str(partial_dir),
+        shard_prefix=Path(os.path.relpath(shards_dir.resolve(), manifests_dir.resolve())).as_posix(),
+        compression=compression, seed=seed, max_tries=max_tries)
+    total_rows = sum(len(task.items) for task in tasks)
+    reused_rows = sum(len(outcomes[n].planned) for n in outcomes)
+    computing = time.perf_counter()
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=total_rows, initial=reused_rows, unit="sample", desc="augment",
+               disable=None if progress else True)
+    try:
+        if todo:
+            pool_size = min(n_workers, len(todo))
+            if pool_size == 1:
+                worker = _Worker(context)
+                for task in todo:
+                    outcomes[task.number] = worker.process(task)
+                    bar.update(len(task.items))
+            else:
+                close_shards()  # no HDF5 handle crosses into the children
+                with _pool_context().Pool(pool_size, initializer=_init_pool_worker,
+                                          initargs=(context,)) as pool:
+                    for outcome in pool.imap_unordered(_pool_process, todo):
+                        outcomes[outcome.number] = outcome
+                        bar.update(len(outcome.planned))
+    finally:
+        bar.close()
+    compute_seconds = time.perf_counter() - computing
+
+    # ---- manifest last, then the record that makes a rerun a no-op
+    ordered = [outcomes[task.number] for task in tasks]
+    out_rows = [row for outcome in ordered for row in outcome.rows]
+    if not out_rows:
+        raise SegprepError(f"{manifest}: no sample could be read; nothing written "
+                           f"(first failure: {ordered[0].failed[0][1] if ordered[0].failed else '?'})")
+    df = pd.DataFrame(out_rows)
+    extras = [c for c in CARRIED_COLUMNS if c in df.columns]
+    df = df[list(COLUMNS) + extras + list(LINEAGE_COLUMNS)]
+    write_manifest(df, out_manifest)
+    shard_names = sorted({outcome.name for outcome in ordered if outcome.rows})
+    _write_json(record_path, {"options": options, "shards": shard_names, "rows": len(df),
+                              "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    _remove_stale_shards(shards_dir, keep=set(shard_names))
+    shutil.rmtree(partial_dir, ignore_errors=True)
+
+    binarized = sorted({sid for outcome in ordered for sid in outcome.binarized})
+    if binarized:
+        log.warning("%d masks had values above 1 (raw grey masks, as ingest stores them); "
+                    "binarized at %d. `segprep clean` is the proper step before augment.",
+                    len(binarized), BINARIZE_THRESHOLD)
+    failed = [f for outcome in ordered for f in outcome.failed]
+    computed_rows = total_rows - reused_rows
+    shards = [shards_dir / name for name in shard_names]
+    result = AugmentResult(
+        manifest=out_manifest, work=work, rows=len(df), rows_per_split=_summary_counts(df),
+        train_samples=train_samples, factor=factor, shards=shards,
+        bytes=sum(path.stat().st_size for path in shards),
+        seconds=time.perf_counter() - started,
+        samples_per_s=computed_rows / compute_seconds if compute_seconds > 0 else 0.0,
+        reused_shards=len(tasks) - len(todo), computed_rows=computed_rows,
+        excluded_not_carried=excluded, fg_lost=int(df["fg_lost"].sum()),
+        binarized=len(binarized), failed=list(dict.fromkeys(failed)), workers=n_workers,
+        options=options)
+    if preview:
+        result.preview = _preview(out_manifest, work, preview)
+    log.info("wrote %d rows to %s in %.1f s", len(df), out_manifest, result.seconds)
+    return result
+
+
+def _remove_stale_shards(shards_dir: Path, keep: set[str]) -> None:
+    """Shards of earlier runs that the new manifest no longer names (and .tmp files of killed
+    runs): only this stage's own file names are touched."""
+    for path in shards_dir.iterdir():
+        if _SHARD_NAME.match(path.name) and path.name not in keep:
+            log.debug("removing stale %s", path)
+            path.unlink(missing_ok=True)
+
+
+def _preview(out_manifest: Path, work: Path, n: int) -> Path:
+    from segprep.augment.preview import write_preview
+    return write_preview(out_manifest, work / "reports" / "augment" / "preview.png", n=n)

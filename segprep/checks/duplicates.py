@@ -1,0 +1,271 @@
+"""Checks over the whole manifest: duplicate, conflict, near_duplicate_conflict, leakage.
+
+Identical images are found by ``image_sha1`` (identical pixels). Near-identical ones in two
+steps. Candidates: pairs whose perceptual hashes (``phash``, recorded by ingest;
+:mod:`segprep.hashing`) are within --phash-distance bits, plus each image's few nearest
+neighbours by a 16x16 thumbnail (a few pixels of shift move a fundus image's 64-bit hash by
+12 bits and more, but hardly change its thumbnail). A small hash distance only says two
+images look alike at 32x32, which holds for many unrelated endoscopy frames with the same
+black corners and text, and for every pair of fundus photographs; so each candidate pair is
+verified: the images' fine detail (high-pass, inside the field of view, minus what every
+image of the source shares, such as burned-in text) is registered by phase correlation and
+must correlate (--near-min-corr). Their masks are then compared after the same shift, with
+Dice that tolerates one thumbnail pixel, so that thin vessels a pixel apart still agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from segprep.checks.findings import Finding
+from segprep.checks.options import CleanOptions
+from segprep.hashing import hamming, near_pairs
+
+THUMB = 128  # side of the square image and mask thumbnails that pairs are compared on
+TINY = 16    # side of the thumbnails that propose nearest-neighbour candidates
+NEAREST = 3  # nearest neighbours per image proposed as candidates
+_DETAIL_SIGMA = 3.0  # px at THUMB: what is left after removing this blur is "fine detail"
+_ROI_MARGIN = 15     # px at THUMB: the FOV border's shading must not count as shared detail
+
+
+def mask_thumbnail(binary: np.ndarray) -> np.ndarray:
+    """A class-index mask at THUMB x THUMB; a pixel is foreground when a quarter of it is,
+    so 1 px vessels of a 565 px image survive."""
+    small = cv2.resize(binary.astype(np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    return (small > 0.25).astype(np.uint8)
+
+
+def image_thumbnail(image: np.ndarray, roi: np.ndarray | None) -> np.ndarray:
+    """Fine detail of the image at THUMB x THUMB (float32, zero outside the field of view):
+    grey minus its blur, computed inside the ROI only."""
+    grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32),
+                      (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    inside = np.ones((THUMB, THUMB), np.float32)
+    if roi is not None:
+        small = cv2.resize((roi > 0).astype(np.uint8), (THUMB, THUMB), interpolation=cv2.INTER_NEAREST)
+        inside = cv2.erode(small, np.ones((_ROI_MARGIN, _ROI_MARGIN), np.uint8)).astype(np.float32)
+    low = (cv2.GaussianBlur(grey * inside, (0, 0), _DETAIL_SIGMA)
+           / np.maximum(cv2.GaussianBlur(inside, (0, 0), _DETAIL_SIGMA), 1e-3))
+    # float16 halves the memory of keeping one per candidate sample; plenty for a correlation.
+    return ((grey - low) * inside).astype(np.float16)
+
+
+def tiny_thumbnail(image: np.ndarray) -> np.ndarray:
+    """The grey image at TINY x TINY, flattened (float32)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (TINY, TINY), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+
+
+def nearest_pairs(tiny: np.ndarray, k: int = NEAREST, block: int = 1024) -> set[tuple[int, int]]:
+    """Each row's ``k`` most correlated other rows, as pairs (i, j) with i < j. ``tiny`` is
+    (N, TINY*TINY); rows are centred (minus the mean image) and normalised first."""
+    n = len(tiny)
+    if n < 2:
+        return set()
+    x = tiny - tiny.mean(axis=0)
+    x = x - x.mean(axis=1, keepdims=True)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    k = min(k, n - 1)
+    out: set[tuple[int, int]] = set()
+    for start in range(0, n, block):
+        sim = x[start:start + block] @ x.T
+        rows = np.arange(start, min(start + block, n))
+        sim[rows - start, rows] = -np.inf
+        best = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        for row, cols in zip(rows, best):
+            for col in cols:
+                out.add((min(int(row), int(col)), max(int(row), int(col))))
+    return out
+
+
+def register(a: np.ndarray, b: np.ndarray) -> tuple[tuple[float, float], float]:
+    """Shift (dx, dy) that moves ``b`` onto ``a`` and the correlation of the overlapping
+    fine detail after the move (-1..1; 0 when nothing overlaps)."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    window = cv2.createHanningWindow((THUMB, THUMB), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
+    move = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    moved = cv2.warpAffine(b, move, (THUMB, THUMB))
+    overlap = cv2.warpAffine(np.ones((THUMB, THUMB), np.float32), move, (THUMB, THUMB)) > 0.99
+    overlap &= (a != 0) | (moved != 0)
+    if overlap.sum() < 64:
+        return (dx, dy), 0.0
+    x, y = a[overlap], moved[overlap]
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return (dx, dy), float((x * y).sum() / denominator) if denominator > 0 else 0.0
+
+
+def dice(a: np.ndarray, b: np.ndarray, shift: tuple[float, float] = (0.0, 0.0),
+         tolerance: int = 1) -> float:
+    """Dice of two THUMB masks after moving ``b`` by -shift, counting a foreground pixel as
+    matched when the other mask has foreground within ``tolerance`` px. Two empty masks agree."""
+    if shift != (0.0, 0.0):
+        move = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
+        b = cv2.warpAffine(b, move, (b.shape[1], b.shape[0]), flags=cv2.INTER_NEAREST)
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return 1.0
+    if tolerance:
+        kernel = np.ones((2 * tolerance + 1,) * 2, np.uint8)
+        matched = int(np.count_nonzero(a & cv2.dilate(b, kernel))) + int(np.count_nonzero(b & cv2.dilate(a, kernel)))
+    else:
+        matched = 2 * int(np.count_nonzero(a & b))
+    return matched / total
+
+
+@dataclass
+class Table:
+    """What the manifest-level checks need, one entry per sample in manifest order."""
+
+    ids: list[str]
+    splits: list[str]
+    image_sha1: list[str]                 # "" when unknown
+    phash: np.ndarray                     # uint64
+    has_phash: np.ndarray                 # bool
+    masks: dict[int, np.ndarray]          # THUMB mask thumbnails (comparable samples)
+    details: dict[int, np.ndarray]        # image_thumbnail minus its source's mean
+    comparable: np.ndarray                # bool: the mask can be compared (read, right size, classes right)
+    rank: list[tuple]                     # smaller is the better sample to keep among duplicates
+
+
+def duplicate_groups(image_sha1: list[str]) -> list[list[int]]:
+    """Positions sharing one image_sha1, for every hash held by two or more samples."""
+    by_hash: dict[str, list[int]] = {}
+    for i, sha in enumerate(image_sha1):
+        if sha:
+            by_hash.setdefault(sha, []).append(i)
+    return [members for members in by_hash.values() if len(members) > 1]
+
+
+def candidate_pairs(table: "Table", tiny: np.ndarray, max_distance: int
+                    ) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, phash distance) of different images: hashes within ``max_distance`` bits,
+    or one among the other's nearest neighbours by tiny thumbnail."""
+    index = np.flatnonzero(table.has_phash)
+    ii, jj, dd, _ = near_pairs(table.phash[index], max_distance)
+    found = {(int(index[i]), int(index[j])): int(d) for i, j, d in zip(ii, jj, dd)}
+    for i, j in nearest_pairs(tiny):
+        if (i, j) not in found:
+            both = table.has_phash[i] and table.has_phash[j]
+            found[(i, j)] = hamming(int(table.phash[i]), int(table.phash[j])) if both else -1
+    out = []
+    for (i, j), d in sorted(found.items()):
+        if table.image_sha1[i] and table.image_sha1[i] == table.image_sha1[j]:
+            continue  # identical pixels: the duplicate check's business
+        out.append((i, j, d))
+    return out
+
+
+def find_duplicates(table: Table, opts: CleanOptions) -> list[tuple[str, Finding]]:
+    """Identical pixels under two or more names: keep the best-ranked one, exclude the rest.
+    A copy whose mask disagrees with the kept one (Dice below --dice-min) makes a `conflict`
+    on both: one of the two labels is wrong."""
+    out: list[tuple[str, Finding]] = []
+    conflict_action = "excluded" if opts.strict else "flagged"
+    for members in duplicate_groups(table.image_sha1):
+        keep = min(members, key=lambda i: table.rank[i])
+        for i in members:
+            if i == keep:
+                continue
+            out.append((table.ids[i], Finding(
+                "duplicate", "error", 1.0, f"same image pixels as {table.ids[keep]} (kept)",
+                action="excluded", partner=table.ids[keep])))
+            if table.comparable[i] and table.comparable[keep]:
+                score = dice(table.masks[i], table.masks[keep])
+                if score < opts.dice_min:
+                    for a, b in ((i, keep), (keep, i)):
+                        out.append((table.ids[a], Finding(
+                            "conflict", "warning", round(score, 4),
+                            f"identical image {table.ids[b]} has a different mask (Dice {score:.2f})",
+                            action="excluded" if a == i else conflict_action, partner=table.ids[b])))
+    return out
+
+
+def verified_pairs(table: Table, candidates: list[tuple[int, int, int]], opts: CleanOptions
+                   ) -> list[tuple[int, int, int, tuple[float, float], float]]:
+    """Candidates whose registered fine detail correlates at least --near-min-corr:
+    (i, j, hash distance, shift of j onto i, correlation)."""
+    out = []
+    for i, j, distance in candidates:
+        if i not in table.details or j not in table.details:
+            continue
+        shift, corr = register(table.details[i], table.details[j])
+        if corr >= opts.near_min_corr:
+            out.append((i, j, distance, shift, corr))
+    return out
+
+
+def neighbours(pairs: list, usable: np.ndarray) -> dict[int, list[int]]:
+    """Each usable sample's near-identical usable samples (from verified pairs)."""
+    out: dict[int, list[int]] = {}
+    for i, j, *_ in pairs:
+        if usable[i] and usable[j]:
+            out.setdefault(i, []).append(j)
+            out.setdefault(j, []).append(i)
+    return out
+
+
+def find_near_duplicate_conflicts(table: Table, pairs: list, usable: np.ndarray,
+                                  opts: CleanOptions) -> list[tuple[str, Finding]]:
+    """Near-identical images whose masks disagree once the images are registered.
+
+    A sample is flagged when it disagrees with at least half of its near-identical
+    neighbours: in a video, one wrong frame is then the only one flagged, not the eight
+    frames around it that agree with each other; a lone pair flags both members, and a
+    person decides which label is right. Excluded under --strict.
+    """
+    out: list[tuple[str, Finding]] = []
+    action = "excluded" if opts.strict else "flagged"
+    ok = usable & table.comparable
+    agreement: dict[int, list[tuple[float, float, int, int]]] = {}
+    for i, j, distance, shift, corr in pairs:
+        if not (ok[i] and ok[j]):
+            continue
+        score = dice(table.masks[i], table.masks[j], shift)
+        agreement.setdefault(i, []).append((score, corr, j, distance))
+        agreement.setdefault(j, []).append((score, corr, i, distance))
+    for i in sorted(agreement):
+        scores = agreement[i]
+        disagree = [entry for entry in scores if entry[0] < opts.dice_min]
+        if not disagree or 2 * len(disagree) < len(scores):
+            continue
+        score, corr, j, distance = max(disagree, key=lambda entry: (entry[1], -entry[2]))
+        others = f" and {len(disagree) - 1} more of its {len(scores)} near-identical images" \
+            if len(scores) > 1 else ""
+        out.append((table.ids[i], Finding(
+            "near_duplicate_conflict", "warning", round(score, 4),
+            f"near-identical to {table.ids[j]} (phash distance {distance}, detail correlation "
+            f"{corr:.2f}) but the masks disagree (Dice {score:.2f}){others}",
+            action=action, partner=table.ids[j])))
+    return out
+
+
+def find_leakage(table: Table, pairs: list, active: np.ndarray
+                 ) -> tuple[list[tuple[str, Finding]], list[tuple[str, str, str, str, int]]]:
+    """Identical or near-identical images in different splits, both still in use: the test
+    score would be measured on what training saw. Returns findings on both members and the
+    pairs (id_a, split_a, id_b, split_b, phash distance) for the summary."""
+    candidates = [(i, j, d) for i, j, d, _, _ in pairs]
+    for members in duplicate_groups(table.image_sha1):
+        candidates += [(a, b, 0) for k, a in enumerate(members) for b in members[k + 1:]]
+    out: list[tuple[str, Finding]] = []
+    listed: list[tuple[str, str, str, str, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for i, j, distance in candidates:
+        key = (min(i, j), max(i, j))
+        if key in seen or not (active[i] and active[j]) or table.splits[i] == table.splits[j]:
+            continue
+        seen.add(key)
+        listed.append((table.ids[i], table.splits[i], table.ids[j], table.splits[j], distance))
+        for a, b in ((i, j), (j, i)):
+            out.append((table.ids[a], Finding(
+                "leakage", "error", float(distance),
+                f"near-identical to {table.ids[b]} in split {table.splits[b]} "
+                f"(this one: {table.splits[a]}; phash distance {distance})",
+                action="flagged", partner=table.ids[b])))
+    listed.sort()
+    return out, listed

@@ -1,0 +1,558 @@
+"""`segprep clean`: find noisy masks, repair what can be repaired, exclude the rest, show why.
+
+Reads a manifest (ingest.csv or any later one) and writes, under WORK:
+
+* ``shards/clean-*.h5``: every sample's mask as class indices (uint8 0/1), masks only; the
+  images stay in the shards the input names;
+* ``reports/clean/findings.csv``: one row per finding (sample_id, code, severity, value,
+  action, message, partner);
+* ``reports/clean/index.html`` and ``thumbs/``: every flagged sample, for a person to judge;
+* ``manifests/clean.csv``: the input's rows with new mask_shard/mask_index/mask_sha1,
+  fg_fraction, status and issues, written last. Excluded rows stay, with their codes.
+
+The work happens in two passes. Per sample (in parallel, in manifest order): binarize, the
+mask checks and repairs (:func:`segprep.checks.mask.check_mask`), the edge-alignment score,
+hashes and a mask thumbnail. Over the manifest: per-source robust z-scores (misaligned,
+area_outlier), duplicates, near-duplicate conflicts and leakage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from segprep.checks import CODES, code_order
+from segprep.checks.alignment import edge_alignment, robust_z
+from segprep.checks.duplicates import (Table, candidate_pairs,
+                                       find_duplicates, find_leakage,
+                                       find_near_duplicate_conflicts, image_thumbnail,
+                                       mask_thumbnail, neighbours, tiny_thumbnail,
+                                       verified_pairs)
+from segprep.checks.findings import FINDING_COLUMNS, Finding
+from segprep.checks.mask import check_mask
+from segprep.checks.options import CleanOptions
+from segprep.checks.repairs import binarize
+from segprep.errors import SegprepError
+from segprep.hashing import array_sha1, phash
+from segprep.manifest import read_manifest, work_root, write_manifest
+from segprep.shards import ShardSequence, close_shards, read_image, read_mask, read_roi
+
+log = logging.getLogger(__name__)
+
+STAGE = "clean"
+MANIFEST_NAME = "clean.csv"
+SHARD_PREFIX = "clean"
+# Codes clean measures itself; any other code on an input row (size_mismatch from ingest,
+# a code a user added) is carried over as it is.
+MEASURED = ("nonbinary", "inverted", "speckle", "holes", "empty", "outside_roi", "misaligned",
+            "area_outlier", "duplicate", "conflict", "near_duplicate_conflict", "leakage")
+# Per-source z-scores need a distribution: sources with fewer scored samples are not judged.
+MIN_SOURCE_SAMPLES = 8
+# Scale floors of the robust z-scores (see robust_z): a source whose scores are all alike
+# must not turn a tiny difference into a flag.
+ALIGN_Z_FLOOR = 0.1      # log units of the edge-alignment score
+AREA_Z_FLOOR = 0.25      # logit units of the foreground fraction
+
+
+@dataclass
+class CleanResult:
+    """What a clean run wrote, and its summary."""
+
+    work: Path
+    manifest_path: Path
+    findings_path: Path
+    report_path: Path
+    n_samples: int = 0
+    n_ok: int = 0
+    n_repaired: int = 0
+    n_excluded: int = 0
+    counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # code, severity, found, repaired, excluded, flagged
+    leakage: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: bool = False   # a finished run with the same input and options: nothing done
+
+    def to_json(self) -> dict:
+        return {"n_samples": self.n_samples, "n_ok": self.n_ok, "n_repaired": self.n_repaired,
+                "n_excluded": self.n_excluded, "counts": self.counts.to_dict("records"),
+                "leakage": [list(pair) for pair in self.leakage],
+                "shards": [p.name for p in self.shards], "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class SampleResult:
+    """One sample after the per-sample pass (sent back from a worker)."""
+
+    position: int
+    mask: np.ndarray
+    findings: list[Finding]
+    fg_fraction: float
+    mask_sha1: str
+    image_sha1: str
+    phash: int | None
+    align: float
+    comparable: bool   # the mask can be compared with others (read, right size, classes right)
+    mask_thumb: np.ndarray | None = None   # for duplicate / near-duplicate comparisons
+    detail: np.ndarray | None = None       # image fine detail, to verify near-duplicates
+    tiny: np.ndarray | None = None         # 16x16 grey, to propose near-duplicate candidates
+
+
+# ----------------------------------------------------------------------------- per sample
+
+def _carried(row: dict, input_name: str) -> list[Finding]:
+    """Codes on the input row that clean does not measure itself (size_mismatch from ingest)."""
+    out = []
+    excluded = row["status"] == "excluded"
+    for code in [c for c in str(row.get("issues", "")).split(";") if c]:
+        if code in MEASURED:
+            continue
+        info = CODES.get(code)
+        severity = info.severity if info else ("error" if excluded else "warning")
+        out.append(Finding(code, severity, 0.0, f"carried from {input_name}",
+                           action="excluded" if excluded else "flagged"))
+    return out
+
+
+def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = "input") -> SampleResult:
+    """Read one manifest row's sample, check and repair its mask, and measure what the
+    manifest-level checks need. ``root`` is the input manifest's folder."""
+    image_shard = root / row["image_shard"]
+    image = read_image(image_shard, int(row["image_index"]))
+    raw = read_mask(root / row["mask_shard"], int(row["mask_index"]))
+    roi = read_roi(image_shard, int(row["image_index"]))
+    findings = _carried(row, input_name)
+    codes = {f.code for f in findings}
+
+    image_sha1 = row.get("image_sha1") or array_sha1(image)
+    hex_hash = row.get("phash", "")
+    image_hash = int(hex_hash, 16) if hex_hash else phash(image)
+
+    if raw.shape != image.shape[:2]:
+        binary = binarize(raw, opts.threshold)
+        if "size_mismatch" not in codes:
+            findings.append(Finding("size_mismatch", "error", 0.0,
+                                    f"mask {raw.shape[0]}x{raw.shape[1]}, image "
+                                    f"{image.shape[0]}x{image.shape[1]}", action="excluded"))
+        return SampleResult(row.get("_position", 0), binary, findings, float(row["fg_fraction"]),
+                            array_sha1(binary), image_sha1, image_hash, float("nan"),
+                            comparable=False, detail=image_thumbnail(image, roi),
+                            tiny=tiny_thumbnail(image))
+
+    binary, mask_findings = check_mask(raw, roi, opts)
+    findings += mask_findings
+    unusable = any(f.code in ("inverted", "empty") and f.action == "excluded" for f in mask_findings)
+    if roi is not None and roi.shape == binary.shape and roi.any():
+        fg = float(binary[roi > 0].mean())
+    else:
+        fg = float(binary.mean())
+    align = float("nan") if unusable else edge_alignment(image, binary, roi)
+    inverted_kept = any(f.code == "inverted" and f.action != "repaired" for f in mask_findings)
+    return SampleResult(
+        row.get("_position", 0), binary, findings, fg, array_sha1(binary), image_sha1, image_hash,
+        align, comparable=not inverted_kept,
+        mask_thumb=mask_thumbnail(binary), detail=image_thumbnail(image, roi),
+        tiny=tiny_thumbnail(image))
+
+
+# Worker state, set once per process by the pool initializer.
+_WORKER: dict = {}
+
+
+def _init_worker(root: Path, opts: CleanOptions, input_name: str) -> None:
+    _WORKER.update(root=root, opts=opts, input_name=input_name)
+
+
+def _work(row: dict) -> SampleResult:
+    return process_sample(_WORKER["root"], row, _WORKER["opts"], _WORKER["input_name"])
+
+
+# ----------------------------------------------------------------------------- whole manifest
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+# A sample judged misaligned against its source must also score well below its own
+# near-identical images (video frames of one scene), if it has any: a whole sequence with
+# weak object edges is the scene, not the masks. log(1.5): below two thirds of theirs.
+NEIGHBOUR_DROP = float(np.log(1.5))
+
+
+def source_outliers(df: pd.DataFrame, results: list[SampleResult], excluded: np.ndarray,
+                    near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
+    """misaligned and area_outlier: each sample against the other samples of its source."""
+    out: list[tuple[int, Finding]] = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        align = np.log(np.array([r.align for r in results], np.float64))
+    logit_fg = _logit(np.array([r.fg_fraction for r in results], np.float64))
+    misaligned_action = "excluded" if opts.strict else "flagged"
+    for source, index in df.groupby("source", sort=True).indices.items():
+        usable = index[~excluded[index]]
+        scored = usable[np.isfinite(align[usable])]
+        if len(scored) >= MIN_SOURCE_SAMPLES:
+            z = robust_z(align[scored], ALIGN_Z_FLOOR)
+            median = float(np.median(align[scored]))
+            for i, value in zip(scored, z):
+                if value >= -opts.misaligned_z:
+                    continue
+                around = [align[j] for j in near.get(int(i), []) if np.isfinite(align[j])]
+                if around and align[i] > float(np.median(around)) - NEIGHBOUR_DROP:
+                    continue
+                out.append((int(i), Finding(
+                    "misaligned", "warning", round(float(value), 3),
+                    f"edge-alignment score {np.exp(align[i]):.2f} against {np.exp(median):.2f} "
+                    f"typical for {source} (robust z {value:.1f}"
+                    f"{f'; its near-identical images: {np.exp(np.median(around)):.2f}' if around else ''})"
+                    f": the outline does not follow image edges", action=misaligned_action)))
+        nonempty = np.array([i for i in usable if results[i].fg_fraction > 0], np.int64)
+        if len(nonempty) >= MIN_SOURCE_SAMPLES:
+            z = robust_z(logit_fg[nonempty], AREA_Z_FLOOR)
+            median = float(np.median([results[i].fg_fraction for i in nonempty]))
+            for i, value in zip(nonempty, z):
+                if abs(value) > opts.area_z:
+                    out.append((int(i), Finding(
+                        "area_outlier", "warning", round(float(value), 3),
+                        f"foreground {results[i].fg_fraction:.1%} against {median:.1%} typical "
+                        f"for {source} (robust z {value:+.1f})")))
+    return out
+
+
+def _source_detail(df: pd.DataFrame, results: list[SampleResult]) -> dict[int, np.ndarray]:
+    """Each sample's fine-detail thumbnail minus the mean of its source's: what every image
+    of a source shares (black corners, burned-in text, the field-of-view rim) says nothing
+    about whether two images show the same scene."""
+    out: dict[int, np.ndarray] = {}
+    for _, index in df.groupby("source", sort=False).indices.items():
+        have = [i for i in index if results[i].detail is not None]
+        if not have:
+            continue
+        mean = np.mean([results[i].detail.astype(np.float32) for i in have], axis=0)
+        for i in have:
+            out[int(i)] = (results[i].detail.astype(np.float32) - mean).astype(np.float16)
+    return out
+
+
+def _severity_rank(findings: list[Finding]) -> tuple[int, int]:
+    return (sum(f.severity == "error" for f in findings),
+            sum(f.severity == "warning" for f in findings))
+
+
+def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
+                      per_sample: list[list[Finding]], input_excluded: np.ndarray,
+                      opts: CleanOptions) -> tuple[list[list[Finding]], list[tuple]]:
+    """Add the manifest-level findings to ``per_sample`` (a new list); returns it and the
+    leakage pairs."""
+    findings = [list(f) for f in per_sample]
+
+    def excluded_now() -> np.ndarray:
+        return np.array([input_excluded[i] or any(f.action == "excluded" for f in findings[i])
+                         for i in range(len(findings))], bool)
+
+    ids = df["sample_id"].tolist()
+    position = {sid: i for i, sid in enumerate(ids)}
+    excluded = excluded_now()
+    table = Table(
+        ids=ids, splits=df["split"].tolist(),
+        image_sha1=[r.image_sha1 for r in results],
+        phash=np.array([r.phash or 0 for r in results], np.uint64),
+        has_phash=np.array([r.phash is not None for r in results], bool),
+        masks={i: r.mask_thumb for i, r in enumerate(results) if r.mask_thumb is not None},
+        details=_source_detail(df, results),
+        comparable=np.array([r.comparable and r.mask_thumb is not None for r in results], bool),
+        rank=[(bool(excluded[i]),) + _severity_rank(findings[i]) + (i,) for i in range(len(ids))],
+    )
+    tiny = np.stack([r.tiny for r in results]) if results else np.zeros((0, 1), np.float32)
+    candidates = candidate_pairs(table, tiny, opts.phash_distance)
+    pairs = verified_pairs(table, candidates, opts)
+
+    for i, finding in source_outliers(df, results, excluded, neighbours(pairs, ~excluded), opts):
+        findings[i].append(finding)
+    for sid, finding in find_duplicates(table, opts):
+        findings[position[sid]].append(finding)
+    # Samples excluded so far (empty, inverted, duplicate copies...) take no part below.
+    for sid, finding in find_near_duplicate_conflicts(table, pairs, ~excluded_now(), opts):
+        findings[position[sid]].append(finding)
+    leak_findings, leak_pairs = find_leakage(table, pairs, ~excluded_now())
+    for sid, finding in leak_findings:
+        findings[position[sid]].append(finding)
+    return findings, leak_pairs
+
+
+def ingest_report_findings(work: Path) -> list[tuple[str, str, Finding]]:
+    """Ingest's unpaired.csv / unreadable.csv as findings: (sample_id, source, finding).
+    These samples have no manifest row."""
+    out: list[tuple[str, str, Finding]] = []
+    folder = work / "reports" / "ingest"
+    for name in ("unreadable.csv", "unpaired.csv"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            log.warning("%s: not readable (%s); its samples are not reported", path, exc)
+            continue
+        for row in table.to_dict("records"):
+            source, stem = row.get("source", ""), row.get("stem", "")
+            reason = row.get("reason", "")
+            if name == "unreadable.csv":
+                code = "unreadable"
+            elif reason.startswith("mask without image"):
+                code = "missing_image"   # a mask without its image is not a missing mask
+            elif reason.startswith("image without mask"):
+                code = "missing_mask"
+            else:
+                code = "unpaired"        # e.g. a stem that appears twice in one source
+            message = f"{reason} ({row.get('path', '')})" if row.get("path") else reason
+            out.append((f"{source}/{stem}", source,
+                        Finding(code, "error", 0.0, message, action="excluded")))
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def _fingerprint(manifest: Path, opts: CleanOptions) -> dict:
+    return {"input": str(manifest.resolve()),
+            "input_sha1": hashlib.sha1(manifest.read_bytes()).hexdigest(),
+            "options": opts.as_dict()}
+
+
+def _summary_counts(findings: pd.DataFrame) -> pd.DataFrame:
+    """Per code: samples found, repaired, excluded and flagged (by the finding's action)."""
+    columns = ["code", "severity", "found", "repaired", "excluded", "flagged"]
+    if findings.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for code, group in findings.groupby("code", sort=False):
+        rows.append({"code": code, "severity": group["severity"].iloc[0],
+                     "found": group["sample_id"].nunique(),
+                     "repaired": group.loc[group["action"] == "repaired", "sample_id"].nunique(),
+                     "excluded": group.loc[group["action"] == "excluded", "sample_id"].nunique(),
+                     "flagged": group.loc[group["action"] == "flagged", "sample_id"].nunique()})
+    counts = pd.DataFrame(rows, columns=columns)
+    return counts.sort_values("code", key=lambda s: s.map(code_order), kind="stable").reset_index(drop=True)
+
+
+def _rebase(value: str, old_folder: Path, new_folder: Path) -> str:
+    """A path relative to the input manifest's folder, made relative to the output's."""
+    if not value or old_folder.resolve() == new_folder.resolve():
+        return value
+    absolute = (old_folder / value).resolve()
+    return Path(os.path.relpath(absolute, new_folder.resolve())).as_posix()
+
+
+def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dict[str, str]:
+    """Image shard paths for the output manifest. Shards outside WORK (clean -o elsewhere)
+    are hard-linked (or copied) into WORK/shards so the new manifest stays inside WORK."""
+    mapping = {}
+    manifests = work / "manifests"
+    for shard in df["image_shard"].unique():
+        source = (input_folder / shard).resolve()
+        if source.is_relative_to(work.resolve()):
+            mapping[shard] = Path(os.path.relpath(source, manifests.resolve())).as_posix()
+            continue
+        target = work / "shards" / source.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        elif target.stat().st_size != source.stat().st_size:
+            raise SegprepError(f"{target}: exists and differs from the input's image shard "
+                               f"{source}; choose another -o WORK")
+        mapping[shard] = f"../shards/{source.name}"
+    return mapping
+
+
+def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None = None, *,
+          workers: int | None = None, force: bool = False, progress: bool = True) -> CleanResult:
+    """Run the clean stage on ``manifest``; see the module docstring for what it writes.
+
+    ``work`` defaults to the manifest's WORK folder (the parent of its ``manifests/``).
+    A finished run with the same input and options is a no-op unless ``force``.
+    """
+    started = time.perf_counter()
+    opts = (options or CleanOptions()).validate()
+    manifest = Path(manifest)
+    df = read_manifest(manifest)   # ManifestError names the file and the line
+    input_folder = manifest.parent
+    work = Path(work) if work is not None else work_root(manifest)
+    out_manifest = work / "manifests" / MANIFEST_NAME
+    report_dir = work / "reports" / "clean"
+    result = CleanResult(work, out_manifest, report_dir / "findings.csv", report_dir / "index.html")
+    if out_manifest.resolve() == manifest.resolve():
+        raise SegprepError(f"{manifest}: clean would overwrite its own input; copy it elsewhere "
+                           f"or pass -o with another WORK folder")
+
+    fingerprint = _fingerprint(manifest, opts)
+    run_file = report_dir / "run.json"
+    if out_manifest.exists() and not force:
+        previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
+        if previous.get("fingerprint") == fingerprint:
+            log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
+            summary = previous.get("summary", {})
+            result.skipped = True
+            result.n_samples = summary.get("n_samples", 0)
+            result.n_ok, result.n_repaired = summary.get("n_ok", 0), summary.get("n_repaired", 0)
+            result.n_excluded = summary.get("n_excluded", 0)
+            result.counts = pd.DataFrame(summary.get("counts", []))
+            result.leakage = [tuple(p) for p in summary.get("leakage", [])]
+            result.shards = [work / "shards" / name for name in summary.get("shards", [])]
+            result.seconds = time.perf_counter() - started
+            return result
+        raise SegprepError(f"{out_manifest} already exists from another input or other options; "
+                           f"pass --force to replace it")
+
+    staging = work / "shards" / f".clean-staging-{os.getpid()}"
+    report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
+    try:
+        result = _run(df, manifest, work, opts, workers, progress, staging, report_staging,
+                      result, fingerprint, started)
+    finally:
+        close_shards()
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(report_staging, ignore_errors=True)
+    return result
+
+
+def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, workers: int | None,
+         progress: bool, staging: Path, report_staging: Path, result: CleanResult,
+         fingerprint: dict, started: float) -> CleanResult:
+    from segprep.report import write_report   # matplotlib-free, but only needed here
+
+    input_folder = manifest.parent
+    input_excluded = (df["status"] == "excluded").to_numpy()
+    rows = df.to_dict("records")
+    for position, row in enumerate(rows):
+        row["_position"] = position
+    # Workers need only these columns; the rest stays in the main process.
+    wanted = ("sample_id", "image_shard", "image_index", "mask_shard", "mask_index", "status",
+              "issues", "fg_fraction", "image_sha1", "phash", "_position")
+    tasks = [{k: row.get(k, "") for k in wanted} for row in rows]
+    workers = max(1, workers or os.cpu_count() or 1)
+    workers = min(workers, max(1, len(tasks)))
+
+    close_shards()  # handles opened while validating must not cross a fork
+    results: list[SampleResult] = []
+    placements: list[tuple[str, int]] = []
+    pool = None
+    try:
+        with ShardSequence(staging, SHARD_PREFIX, STAGE) as sequence:
+            if workers > 1:
+                pool = multiprocessing.get_context("fork").Pool(
+                    workers, initializer=_init_worker, initargs=(input_folder, opts, manifest.name))
+                iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
+            else:
+                iterator = (process_sample(input_folder, task, opts, manifest.name) for task in tasks)
+            for sample in tqdm(iterator, total=len(tasks), desc="clean", unit="sample",
+                               disable=None if progress else True):
+                placements.append(sequence.add(sample_id=rows[sample.position]["sample_id"],
+                                               mask=sample.mask))
+                sample.mask = None  # the shard has it; keep memory flat
+                results.append(sample)
+        per_sample = [r.findings for r in results]
+        findings, leak_pairs = manifest_findings(df, results, per_sample, input_excluded, opts)
+
+        # ---- the new manifest's rows
+        new_shards = sequence.written
+        image_shards = _place_image_shards(df, input_folder, work)
+        out = df.copy()
+        manifests = work / "manifests"
+        statuses, issues = [], []
+        for i, row in enumerate(rows):
+            codes = []
+            for f in sorted(findings[i], key=lambda f: code_order(f.code)):
+                if f.action != "noted" and f.code not in codes:
+                    codes.append(f.code)
+            if input_excluded[i] or any(f.action == "excluded" for f in findings[i]):
+                status = "excluded"
+            elif any(f.action == "repaired" for f in findings[i]):
+                status = "repaired"
+            else:
+                status = "ok"
+            statuses.append(status)
+            issues.append(";".join(codes))
+        out["status"] = statuses
+        out["issues"] = issues
+        out["mask_shard"] = [f"../shards/{name}" for name, _ in placements]
+        out["mask_index"] = [index for _, index in placements]
+        out["mask_sha1"] = [r.mask_sha1 for r in results]
+        out["fg_fraction"] = [round(r.fg_fraction, 6) for r in results]
+        out["image_shard"] = [image_shards[s] for s in df["image_shard"]]
+        for column in ("image_path", "mask_path", "roi_path"):
+            if column in out.columns:
+                out[column] = [_rebase(v, input_folder, manifests) for v in df[column]]
+        if "image_sha1" in out.columns or any(r.image_sha1 for r in results):
+            out["image_sha1"] = [r.image_sha1 for r in results]
+
+        # ---- findings table (manifest rows in order, then the samples ingest could not read)
+        finding_rows = []
+        for i, row in enumerate(rows):
+            for f in findings[i]:
+                finding_rows.append(f.row(row["sample_id"]))
+        extra = ingest_report_findings(work_root(manifest))
+        for sid, _, f in extra:
+            finding_rows.append(f.row(sid))
+        findings_df = pd.DataFrame(finding_rows, columns=list(FINDING_COLUMNS))
+
+        # ---- report (reads the input's raw masks and the staged clean masks)
+        report_staging.mkdir(parents=True, exist_ok=True)
+        findings_df.to_csv(report_staging / "findings.csv", index=False, lineterminator="\n")
+        staged = {Path(p).name: Path(p) for p in new_shards}
+        clean_masks = [(staged[name], index) for name, index in placements]
+        counts = _summary_counts(findings_df)
+        write_report(report_staging, df, input_folder, clean_masks, findings, statuses, extra,
+                     counts, leak_pairs, threshold=opts.threshold, pool=pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    # ---- publish: shards, then report, then the manifest last
+    close_shards()
+    shard_dir = work / "shards"
+    final_shards = []
+    for path in new_shards:
+        target = shard_dir / Path(path).name
+        os.replace(path, target)
+        final_shards.append(target)
+    report_dir = work / "reports" / "clean"
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(report_staging, report_dir)
+
+    result.n_samples = len(out)
+    result.n_ok = int((out["status"] == "ok").sum())
+    result.n_repaired = int((out["status"] == "repaired").sum())
+    result.n_excluded = int((out["status"] == "excluded").sum())
+    result.counts = counts
+    result.leakage = leak_pairs
+    result.shards = final_shards
+    result.seconds = time.perf_counter() - started
+    (report_dir / "run.json").write_text(json.dumps(
+        {"fingerprint": fingerprint, "summary": result.to_json()}, indent=1))
+    write_manifest(out, result.manifest_path)
+    # Shards of an earlier, longer run that the new manifest no longer names.
+    named = {p.name for p in final_shards}
+    for stale in shard_dir.glob(f"{SHARD_PREFIX}-*.h5"):
+        if re.fullmatch(rf"{SHARD_PREFIX}-\d{{5}}\.h5", stale.name) and stale.name not in named:
+            stale.unlink()
+    log.info("clean: %d samples (%d ok, %d repaired, %d excluded) in %.1f s -> %s",
+             result.n_samples, result.n_ok, result.n_repaired, result.n_excluded,
+             result.seconds, result.manifest_path)
+    return result

@@ -1,0 +1,97 @@
+"""``segprep augment``: parse options, call :func:`segprep.augment.augment`, print a summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
+from segprep.shards import COMPRESSIONS
+
+
+def _size_text(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _where(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+@click.command("augment")
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--factor", type=int, default=25, show_default=True,
+              help="Rows per training sample: variant 0 is the resized original, 1..F-1 augmented.")
+@click.option("--size", default="352", show_default=True,
+              help="Output size: N (square) or HxW, e.g. 288x384.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="albumentations", show_default=True)
+@click.option("--preset", default=None, metavar="NAME",
+              help=f"Augmentation preset: {', '.join(PRESET_NAMES)} (default: default).")
+@click.option("--pipeline", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="An albumentations pipeline saved with albumentations.save (JSON, or YAML "
+                   "for .yaml/.yml); replaces --preset.")
+@click.option("--aspect", type=click.Choice(ASPECTS), default="resize", show_default=True,
+              help="resize: stretch to the size; pad: keep the aspect ratio and pad with black.")
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="lzf", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: all available cores). The output is the same "
+                   "for any number.")
+@click.option("--preview", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Write WORK/reports/augment/preview.png with N samples x a few variants.")
+@click.option("-o", "--work", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="WORK folder (default: the parent of the manifest's folder).")
+@click.option("--force", is_flag=True, help="Redo a finished run.")
+def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | None,
+            pipeline: Path | None, aspect: str, compression: str, seed: int, workers: int | None,
+            preview: int, work: Path | None, force: bool) -> None:
+    """Augment the training split FACTOR times and resize val/test to SIZE.
+
+    Reads MANIFEST (clean.csv, or ingest.csv), writes WORK/shards/augment-*.h5 (fixed size,
+    one chunk per sample) and WORK/manifests/augment.csv. Excluded rows are not carried.
+    """
+    from segprep.augment.stage import augment as run_augment  # albumentations loads only here
+
+    result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,
+                         pipeline=pipeline, aspect=aspect, compression=compression, seed=seed,
+                         workers=workers, preview=preview, work=work, force=force)
+    if result.skipped:
+        click.echo(f"augment: {_where(result.manifest)} is up to date (finished earlier with the "
+                   f"same options); nothing to do. --force redoes it.")
+    else:
+        splits = result.rows_per_split
+        h, w = result.options["size"]
+        click.echo(f"augment: {result.rows} rows at {h}x{w}: train {splits['train']} "
+                   f"({result.train_samples} samples x {result.factor}), val {splits['val']}, "
+                   f"test {splits['test']}")
+        click.echo(f"  time: {result.seconds:.1f} s, {result.samples_per_s:.1f} samples/s "
+                   f"({result.workers} worker{'s' if result.workers != 1 else ''})")
+        if result.reused_shards:
+            click.echo(f"  resumed: {result.reused_shards} of {len(result.shards)} shards kept "
+                       f"from an interrupted run")
+    click.echo(f"  shards: {_where(result.work / 'shards')}/augment-*.h5 ({len(result.shards)} "
+               f"files, {_size_text(result.bytes)})")
+    click.echo(f"  manifest: {_where(result.manifest)}")
+    if result.excluded_not_carried:
+        click.echo(f"  not carried: {result.excluded_not_carried} excluded rows (they stay in "
+                   f"the input manifest)")
+    if result.fg_lost:
+        click.echo(f"  foreground lost: {result.fg_lost} variants still empty after redraws "
+                   f"(fg_lost=1)")
+    if result.binarized:
+        click.echo(f"  warning: {result.binarized} masks held raw grey values (an ingest "
+                   f"manifest?); binarized at 128. Run `segprep clean` first.")
+    if result.failed:
+        click.echo(f"  skipped: {len(result.failed)} unreadable samples, e.g. "
+                   f"{result.failed[0][0]}: {result.failed[0][1]}")
+    if result.preview is not None:
+        click.echo(f"  preview: {_where(result.preview)}")

@@ -1,0 +1,39 @@
+"""``segprep ingest``: parse options, call :func:`segprep.ingest.ingest`, print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("srcs", metavar="SRC...", nargs=-1, required=True,
+                type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--out", "work", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="WORK folder: shards/, manifests/ingest.csv and reports/ingest/ go here.")
+@click.option("--layout", default="auto", show_default=True,
+              help="Layout of every SRC (kvasir-seg, cvc-clinicdb, cvc-colondb, etis-larib, drive, "
+                   "ph2, folder, nnunet), or auto to detect each; an unknown name lists them all.")
+@click.option("--val", default=0.1, show_default=True, type=float,
+              help="Fraction of each source for validation (carved from an official training split).")
+@click.option("--test", default=0.1, show_default=True, type=float,
+              help="Fraction of each source for test, where it has no official test split.")
+@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the group split.")
+@click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="CSV split list (source,stem,split[,group]), e.g. manifests/kvasir-seg_medico2020.csv.")
+@click.option("--workers", type=int, default=None, help="Decoding processes [default: all cores].")
+@click.option("--force", is_flag=True, help="Redo everything, even when nothing changed.")
+def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: float,
+           split_seed: int, splits_file: Path | None, workers: int | None, force: bool) -> None:
+    """Read raw dataset folders into HDF5 shards and WORK/manifests/ingest.csv.
+
+    Each SRC is a dataset as downloaded (or a folder holding one); its layout is detected
+    unless --layout names it. Unpaired and unreadable files are listed in
+    WORK/reports/ingest/; the command fails only when nothing could be ingested.
+    """
+    from segprep.ingest import ingest as run_ingest
+
+    result = run_ingest(list(srcs), work, layout=layout, val=val, test=test, split_seed=split_seed,
+                        splits_file=splits_file, workers=workers, force=force)
+    click.echo(result.summary())

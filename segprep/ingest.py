@@ -1,0 +1,580 @@
+"""``segprep ingest``: raw dataset folders -> HDF5 shards + ``WORK/manifests/ingest.csv``.
+
+The only stage that understands raw layouts (:mod:`segprep.readers`). What it writes:
+
+* ``WORK/shards/ingest-00000.h5 ...``: variable-size shards, stage ``ingest``: the RGB image,
+  the mask exactly as decoded, and the ROI (DRIVE's field of view) beside the image.
+* ``WORK/manifests/ingest.csv``: one row per sample (docs/FORMATS.md), written last.
+* ``WORK/reports/ingest/unpaired.csv`` and ``unreadable.csv``: every file that could not
+  become a sample, with the reason (clean reads them).
+* ``WORK/manifests/ingest.json``: what this ingest was made from, so a rerun on unchanged
+  inputs is a no-op.
+
+Resumable: the sorted list of pairs is cut into fixed blocks of :data:`BLOCK` pairs, and
+block ``k`` becomes shard ``ingest-0000k.h5`` plus a small ``.meta.json`` holding its rows.
+Both are written under a temporary name and renamed when complete, by the process that
+decoded the block, so decoding and writing scale with ``--workers`` and shard contents never
+depend on the worker count. A restarted run reuses every block whose inputs (paths, sizes,
+mtimes) are unchanged, then recomputes groups and splits from all blocks, so it ends with the
+same manifest as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from segprep.errors import DecodeError, SegprepError
+from segprep.hashing import array_sha1, image_hashes, phash_hex
+from segprep.imageio import read_image, read_mask
+from segprep.manifest import COLUMNS, write_manifest
+from segprep.readers import RawPair, Source, resolve_sources
+from segprep.readers.base import natural_key
+from segprep.shards import ShardWriter
+from segprep.splits import assign_splits, read_splits_file
+
+log = logging.getLogger(__name__)
+
+INGEST_VERSION = 2      # bump when a block's content changes meaning, so old blocks are not reused
+BLOCK = 64              # pairs per shard: the unit of parallel work and of resuming
+SHARD_PREFIX = "ingest"
+# lzf costs ~10 ms per megapixel-RGB on one core and saves only ~30% on photographs, several
+# times the JPEG decode itself; masks and ROIs are mostly flat and shrink ~30x for little.
+COMPRESSION = {"images": "none", "masks": "lzf", "roi": "lzf"}
+EXTRA_COLUMNS = ("stem", "phash", "image_sha1", "mask_sha1", "mask_values", "has_roi", "roi_path")
+UNPAIRED_COLUMNS = ("source", "stem", "path", "reason")
+UNREADABLE_COLUMNS = ("source", "stem", "path", "reason")
+_SHARD_FILE = re.compile(rf"^{SHARD_PREFIX}-(\d{{5}})\.(h5|meta\.json)(\.tmp)?$")
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class IngestResult:
+    """What an ingest did (or found already done: ``skipped``)."""
+
+    manifest_path: Path
+    work: Path
+    n_samples: int
+    sources: list[dict]                    # name, layout, root
+    counts: dict[str, dict[str, int]]      # source -> train/val/test/excluded/unpaired/unreadable
+    unpaired: int
+    unreadable: int
+    excluded: int
+    seconds: float
+    skipped: bool = False
+    splits: dict = field(default_factory=dict)   # group and fraction statistics (splits.py)
+    blocks: int = 0
+    blocks_reused: int = 0
+
+    @property
+    def unpaired_path(self) -> Path:
+        return self.work / "reports" / "ingest" / "unpaired.csv"
+
+    @property
+    def unreadable_path(self) -> Path:
+        return self.work / "reports" / "ingest" / "unreadable.csv"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["manifest_path"], data["work"] = str(self.manifest_path), str(self.work)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "IngestResult":
+        data = dict(data)
+        data["manifest_path"], data["work"] = Path(data["manifest_path"]), Path(data["work"])
+        return cls(**data)
+
+    def summary(self) -> str:
+        """The printed summary: per source and split, unpaired and unreadable files, groups,
+        requested against realised fractions, time and where the output went."""
+        lines = []
+        if self.skipped:
+            lines.append(f"ingest: nothing changed since the last run (use --force to redo); "
+                         f"{self.manifest_path}")
+        for s in self.sources:
+            lines.append(f"source {s['name']}: layout {s['layout']} at {s['root']}")
+        width = max([len(name) for name in self.counts] + [20]) + 2
+        columns = (("train", 7), ("val", 6), ("test", 6), ("excluded", 10), ("unpaired", 10),
+                   ("unreadable", 12))
+        lines.append(f"{'source':<{width}}" + "".join(f"{k:>{w}}" for k, w in columns))
+        total = {k: 0 for k, _ in columns}
+        for name, c in self.counts.items():
+            lines.append(f"{name:<{width}}" + "".join(f"{c[k]:>{w}}" for k, w in columns))
+            for k in total:
+                total[k] += c[k]
+        if len(self.counts) > 1:
+            lines.append(f"{'all':<{width}}" + "".join(f"{total[k]:>{w}}" for k, w in columns))
+        sp = self.splits
+        if sp:
+            buckets = ", ".join(f"{k}: {v}" for k, v in sp["group_sizes"].items() if v)
+            largest = ", ".join(f"{g} ({n})" for g, n in sp["largest_groups"])
+            lines.append(f"groups: {sp['n_groups']} (sizes {buckets}; largest {largest})")
+            lines.append(f"near duplicates: {sp['near_duplicate_candidates']} candidate pairs "
+                         f"(phash <= {sp['near_duplicate_bits']} bits), {sp['near_duplicate_pairs']} "
+                         f"confirmed, {sp['near_duplicate_merges']} merges, "
+                         f"{sp['merges_refused_by_cap']} refused by the group cap of {sp['group_cap']}, "
+                         f"{sp['n_straddling_pairs']} straddling a fixed split")
+            for name, r in sp["sources"].items():
+                parts = []
+                for split in ("val", "test"):
+                    req = r["requested"][split]
+                    got = r["fractions"][split]
+                    parts.append(f"{split} {got:.3f} (official/fixed)" if req == "fixed"
+                                 else f"{split} {got:.3f} (requested {float(req):.3f}, "
+                                      f"{got - float(req):+.3f})")
+                lines.append(f"fractions {name}: train {r['fractions']['train']:.3f}, " + ", ".join(parts))
+            for note in sp.get("notes", []):
+                lines.append(f"note: {note}")
+        lines.append(f"{self.n_samples} samples ({self.excluded} excluded), {self.unpaired} unpaired, "
+                     f"{self.unreadable} unreadable file(s) in {self.seconds:.1f} s "
+                     f"({self.blocks_reused}/{self.blocks} blocks reused)")
+        lines.append(f"manifest: {self.manifest_path}")
+        if self.unpaired or self.unreadable:
+            lines.append(f"reports:  {self.unpaired_path.parent}/(unpaired|unreadable).csv")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- decoding (workers)
+
+@dataclass(frozen=True)
+class Task:
+    """One image/mask pair to load; plain strings so it pickles cheaply to a worker."""
+
+    sample_id: str
+    source: str
+    stem: str
+    image_path: str
+    mask_path: str
+    roi_path: str
+    fg_threshold: int
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    number: int
+    shard_path: str
+    meta_path: str
+    fingerprint: str
+    tasks: tuple[Task, ...]
+
+
+def _reason(error: DecodeError, path: str) -> str:
+    message = str(error)
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
+    """Decode one pair and compute everything the manifest needs about it.
+
+    Returns ``(arrays, record, unreadable)``; ``arrays`` is None when a file could not be
+    decoded, and each such file is one entry of ``unreadable``.
+    """
+    arrays, errors = {}, []
+    for name, path, reader in (("image", task.image_path, read_image),
+                               ("mask", task.mask_path, read_mask),
+                               ("roi", task.roi_path, read_mask)):
+        if not path:
+            continue
+        try:
+            arrays[name] = reader(Path(path))
+        except DecodeError as exc:
+            errors.append({"source": task.source, "stem": task.stem, "path": path,
+                           "reason": _reason(exc, path)})
+        except Exception as exc:  # a decoder's own failure on one odd file must not stop the run
+            log.warning("%s: unexpected %s while decoding: %s", path, type(exc).__name__, exc)
+            errors.append({"source": task.source, "stem": task.stem, "path": path,
+                           "reason": f"cannot decode ({type(exc).__name__}: {exc})"})
+    if errors:
+        return None, {}, errors
+    image, mask, roi = arrays["image"], arrays["mask"], arrays.get("roi")
+    height, width = image.shape[:2]
+    issues = []
+    if mask.shape != (height, width) or (roi is not None and roi.shape != (height, width)):
+        issues.append("size_mismatch")
+    # One histogram gives both the distinct values and the foreground count (np.bincount
+    # would first widen every pixel to 64 bits).
+    histogram = cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel()
+    if roi is not None and roi.shape == mask.shape:
+        inside = roi > 0
+        fg = (float(np.count_nonzero((mask > task.fg_threshold) & inside))
+              / max(int(np.count_nonzero(inside)), 1))
+    else:
+        fg = float(histogram[task.fg_threshold + 1:].sum(dtype=np.float64)) / mask.size
+    hash64, hash256 = image_hashes(image)
+    record = {
+        "sample_id": task.sample_id, "source": task.source, "stem": task.stem,
+        "height": int(height), "width": int(width),
+        "mask_height": int(mask.shape[0]), "mask_width": int(mask.shape[1]),
+        "fg_fraction": fg,
+        "issues": ";".join(issues),
+        "phash": phash_hex(hash64), "phash256": phash_hex(hash256, 256),
+        "image_sha1": array_sha1(image), "mask_sha1": array_sha1(mask),
+        "mask_values": int(np.count_nonzero(histogram)),
+        "has_roi": int(roi is not None),
+        "image_path": task.image_path, "mask_path": task.mask_path, "roi_path": task.roi_path,
+    }
+    return arrays, record, []
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -> dict:
+    """Decode one block's pairs into its shard, then write the block's meta file.
+
+    Runs in a worker process (or inline with one worker). The shard appears under its final
+    name only when complete, and the meta file only after it, so a block with a meta file is
+    finished.
+    """
+    rows, unreadable = [], []
+    writer: ShardWriter | None = None
+    # Every decoding failure becomes a row in unreadable.csv; OpenCV's own stderr lines about
+    # the same files would only interleave with the progress bar.
+    cv_log_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        for task in block.tasks:
+            arrays, record, errors = load_pair(task)
+            if arrays is None:
+                unreadable.extend(errors)
+            else:
+                if writer is None:
+                    writer = ShardWriter(Path(block.shard_path), SHARD_PREFIX, compression=COMPRESSION)
+                record["index"] = writer.add(sample_id=task.sample_id, image=arrays["image"],
+                                             mask=arrays["mask"], roi=arrays.get("roi"))
+                rows.append(record)
+            if progress is not None:
+                progress(1)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        cv2.utils.logging.setLogLevel(cv_log_level)
+    shard = Path(block.shard_path)
+    meta = {"version": INGEST_VERSION, "fingerprint": block.fingerprint,
+            "shard": shard.name if rows else "",
+            "shard_size": shard.stat().st_size if rows else 0,
+            "rows": rows, "unreadable": unreadable}
+    _write_json(Path(block.meta_path), meta)
+    return meta
+
+
+# ----------------------------------------------------------------------------- planning (parent)
+
+def _stat(path: Path | None) -> list:
+    if path is None:
+        return []
+    try:
+        st = path.stat()
+        return [str(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(path), -1, -1]  # vanished since listing: the worker reports it unreadable
+
+
+def _sha1_text(data) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _unpaired_reason(pair: RawPair) -> str:
+    """Reasons start with "image without mask" or "mask without image" (clean maps those to
+    missing_mask / missing_image); a file that lost to another with the same stem says so."""
+    if pair.note.startswith("duplicate"):
+        return pair.note
+    generic = "image without mask" if pair.mask_path is None else "mask without image"
+    return f"{generic} ({pair.note})" if pair.note else generic
+
+
+@dataclass
+class _Plan:
+    sources: list[Source]
+    tasks: list[Task]
+    stats: list[list]
+    official: dict[str, str]           # sample_id -> official split
+    layout_group: dict[str, str]       # sample_id -> group from the layout
+    near_bits: dict[str, int]          # source -> near-duplicate threshold of its layout
+    unpaired: list[dict]
+
+
+def _plan(sources: list[Source]) -> _Plan:
+    tasks, stats, unpaired = [], [], []
+    official, layout_group = {}, {}
+    near_bits = {source.name: source.near_duplicate_bits for source in sources}
+    for source in sources:
+        pairs = sorted(source.pairs(), key=lambda p: natural_key(p.stem))
+        seen: dict[str, RawPair] = {}
+        for pair in pairs:
+            if pair.image_path is None or pair.mask_path is None:
+                path = pair.image_path or pair.mask_path
+                unpaired.append({"source": source.name, "stem": pair.stem, "path": str(path),
+                                 "reason": _unpaired_reason(pair)})
+                continue
+            if pair.stem in seen:  # e.g. an nnU-Net case id in both imagesTr and imagesTs
+                unpaired.append({"source": source.name, "stem": pair.stem,
+                                 "path": str(pair.image_path),
+                                 "reason": f"duplicate stem in {source.name} (kept "
+                                           f"{seen[pair.stem].image_path})"})
+                continue
+            seen[pair.stem] = pair
+            sample_id = f"{source.name}/{pair.stem}"
+            tasks.append(Task(sample_id, source.name, pair.stem, str(pair.image_path),
+                              str(pair.mask_path), str(pair.roi_path) if pair.roi_path else "",
+                              source.fg_threshold))
+            stats.append([_stat(pair.image_path), _stat(pair.mask_path), _stat(pair.roi_path)])
+            official[sample_id] = pair.split
+            layout_group[sample_id] = pair.group
+        log.info("%s: %d pairs, %d unpaired file(s)", source.name, len(seen),
+                 sum(1 for u in unpaired if u["source"] == source.name))
+    return _Plan(sources, tasks, stats, official, layout_group, near_bits, unpaired)
+
+
+def _blocks(plan: _Plan, shard_dir: Path) -> list[BlockTask]:
+    blocks = []
+    for number, start in enumerate(range(0, len(plan.tasks), BLOCK)):
+        tasks = tuple(plan.tasks[start:start + BLOCK])
+        fingerprint = _sha1_text({"version": INGEST_VERSION, "compression": COMPRESSION,
+                                  "tasks": [asdict(t) for t in tasks],
+                                  "stats": plan.stats[start:start + BLOCK]})
+        name = f"{SHARD_PREFIX}-{number:05d}"
+        blocks.append(BlockTask(number, str(shard_dir / f"{name}.h5"),
+                                str(shard_dir / f"{name}.meta.json"), fingerprint, tasks))
+    return blocks
+
+
+def _finished(block: BlockTask) -> dict | None:
+    """The block's meta when an earlier run completed exactly this block, else None."""
+    try:
+        meta = json.loads(Path(block.meta_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != INGEST_VERSION or meta.get("fingerprint") != block.fingerprint:
+        return None
+    if meta["rows"]:
+        shard = Path(block.shard_path)
+        if not shard.is_file() or shard.stat().st_size != meta["shard_size"]:
+            return None
+    return meta
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_blocks(pending: list[BlockTask], workers: int, bar: tqdm) -> dict[int, dict]:
+    done: dict[int, dict] = {}
+    if workers <= 1 or len(pending) <= 1:
+        for block in pending:
+            done[block.number] = run_block(block, progress=bar.update)
+        return done
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)))
+    try:
+        futures = {pool.submit(run_block, block): block for block in pending}
+        for future in as_completed(futures):
+            block = futures[future]
+            done[block.number] = future.result()
+            bar.update(len(block.tasks))
+    except BaseException:
+        # Interrupted or failed: blocks already running finish (a restart reuses them),
+        # blocks not started are dropped instead of being run before the error surfaces.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return done
+
+
+def _relative(path: str, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix() if path else ""
+
+
+def _remove_stale(shard_dir: Path, n_blocks: int) -> None:
+    """Shards and meta files of blocks beyond this run's last (an earlier, larger input) and
+    temporary files a killed run left behind: nothing names them any more."""
+    if not shard_dir.is_dir():
+        return
+    for path in shard_dir.iterdir():
+        match = _SHARD_FILE.match(path.name)
+        if match and (match.group(3) or int(match.group(1)) >= n_blocks):
+            log.info("removing stale %s", path)
+            path.unlink(missing_ok=True)
+
+
+def _write_report(rows: list[dict], columns: tuple[str, ...], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows, columns=list(columns))
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False, lineterminator="\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float = 0.1,
+           test: float = 0.1, split_seed: int = 0, splits_file: Path | None = None,
+           workers: int | None = None, force: bool = False) -> IngestResult:
+    """Ingest raw dataset folders into ``WORK`` (see the module docstring).
+
+    Raises :class:`SegprepError` for unusable arguments (unknown layout, empty or unknown
+    folder, bad splits file) and when no sample at all could be ingested; a bad file is a row
+    in the reports, never an abort.
+    """
+    started = time.perf_counter()
+    work = Path(work)
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise SegprepError(f"--val {val} and --test {test} must be fractions in [0, 1) that "
+                           "leave some samples for training")
+    if not sources:
+        raise SegprepError("give at least one dataset folder (SRC)")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise SegprepError(f"--workers must be at least 1, got {workers}")
+    # Absolute paths: reports name files the user can open, and the no-op check does not
+    # depend on the folder the command ran from.
+    resolved = resolve_sources([Path(s).absolute() for s in sources], layout)
+    splits_table = read_splits_file(splits_file) if splits_file is not None else None
+    plan = _plan(resolved)
+
+    shard_dir, manifest_dir = work / "shards", work / "manifests"
+    report_dir = work / "reports" / "ingest"
+    manifest_path, record_path = manifest_dir / "ingest.csv", manifest_dir / "ingest.json"
+    fingerprint = _sha1_text({
+        "version": INGEST_VERSION, "compression": COMPRESSION,
+        "sources": [[s.name, s.layout, str(s.root.resolve())] for s in resolved],
+        "options": {"val": val, "test": test, "split_seed": split_seed},
+        "splits_file": None if splits_table is None else splits_table.to_csv(index=False),
+        "tasks": [asdict(t) for t in plan.tasks], "stats": plan.stats, "unpaired": plan.unpaired,
+    })
+    if not force:
+        previous = _previous_result(record_path, manifest_path, fingerprint)
+        if previous is not None:
+            previous.skipped = True
+            previous.manifest_path, previous.work = manifest_path, work
+            previous.seconds = time.perf_counter() - started
+            log.info("ingest: inputs unchanged since %s; nothing to do", record_path)
+            return previous
+    # From here on the old manifest may no longer describe the shards; take it away first.
+    record_path.unlink(missing_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+
+    blocks = _blocks(plan, shard_dir)
+    metas: dict[int, dict] = {}
+    if not force:
+        for block in blocks:
+            meta = _finished(block)
+            if meta is not None:
+                metas[block.number] = meta
+    reused = len(metas)
+    pending = [b for b in blocks if b.number not in metas]
+    with tqdm(total=len(plan.tasks), desc="ingest", unit="sample", disable=None) as bar:
+        bar.update(sum(len(b.tasks) for b in blocks if b.number in metas))
+        metas.update(_run_blocks(pending, workers, bar))
+
+    rows, unreadable = [], []
+    for block in blocks:
+        meta = metas[block.number]
+        shard_rel = _relative(str(shard_dir / meta["shard"]), manifest_dir) if meta["shard"] else ""
+        for record in meta["rows"]:
+            rows.append({**record, "shard": shard_rel})
+        unreadable.extend(meta["unreadable"])
+    _write_report(plan.unpaired, UNPAIRED_COLUMNS, report_dir / "unpaired.csv")
+    _write_report(unreadable, UNREADABLE_COLUMNS, report_dir / "unreadable.csv")
+    if not rows:
+        raise SegprepError(
+            f"nothing could be ingested from {', '.join(str(s) for s in sources)}: "
+            f"{len(plan.unpaired)} unpaired and {len(unreadable)} unreadable file(s); "
+            f"see {report_dir}")
+
+    table = pd.DataFrame(rows)
+    samples = pd.DataFrame({
+        "sample_id": table["sample_id"], "source": table["source"], "stem": table["stem"],
+        "phash": [int(h, 16) for h in table["phash"]],
+        "official_split": table["sample_id"].map(plan.official),
+        "layout_group": table["sample_id"].map(plan.layout_group),
+        "near_bits": table["source"].map(plan.near_bits),
+        "confirm_hash": [int(h, 16) for h in table["phash256"]],
+    })
+    assignment, split_stats = assign_splits(samples, val=val, test=test, seed=split_seed,
+                                            splits_table=splits_table,
+                                            splits_path=splits_file or "")
+    excluded = table["issues"] != ""
+    manifest = pd.DataFrame({
+        "sample_id": table["sample_id"], "source": table["source"],
+        "split": assignment["split"].to_numpy(), "group": assignment["group"].to_numpy(),
+        "image_shard": table["shard"], "image_index": table["index"],
+        "mask_shard": table["shard"], "mask_index": table["index"],
+        "height": table["height"], "width": table["width"], "fg_fraction": table["fg_fraction"],
+        "status": np.where(excluded, "excluded", "ok"), "issues": table["issues"],
+        "parent_id": "",
+        "image_path": [_relative(p, manifest_dir) for p in table["image_path"]],
+        "mask_path": [_relative(p, manifest_dir) for p in table["mask_path"]],
+        "stem": table["stem"], "phash": table["phash"],
+        "image_sha1": table["image_sha1"], "mask_sha1": table["mask_sha1"],
+        "mask_values": table["mask_values"], "has_roi": table["has_roi"],
+        "roi_path": [_relative(p, manifest_dir) for p in table["roi_path"]],
+    })
+    assert tuple(manifest.columns) == COLUMNS + EXTRA_COLUMNS
+    write_manifest(manifest, manifest_path)
+    _remove_stale(shard_dir, len(blocks))
+
+    counts = {}
+    for source in resolved:
+        mine = manifest[manifest["source"] == source.name]
+        counts[source.name] = {
+            **{split: int((mine["split"] == split).sum()) for split in ("train", "val", "test")},
+            "excluded": int((mine["status"] == "excluded").sum()),
+            "unpaired": sum(1 for u in plan.unpaired if u["source"] == source.name),
+            "unreadable": sum(1 for u in unreadable if u["source"] == source.name),
+        }
+    result = IngestResult(
+        manifest_path=manifest_path, work=work, n_samples=len(manifest),
+        sources=[{"name": s.name, "layout": s.layout, "root": str(s.root)} for s in resolved],
+        counts=counts, unpaired=len(plan.unpaired), unreadable=len(unreadable),
+        excluded=int(excluded.sum()), seconds=time.perf_counter() - started,
+        splits=split_stats, blocks=len(blocks), blocks_reused=reused)
+    _write_json(record_path, {
+        "version": INGEST_VERSION, "fingerprint": fingerprint,
+        "manifest_sha1": hashlib.sha1(manifest_path.read_bytes()).hexdigest(),
+        "sources": [str(p) for p in sources], "layout": layout,
+        "options": {"val": val, "test": test, "split_seed": split_seed,
+                    "splits_file": str(splits_file) if splits_file else None},
+        "result": result.to_json(),
+    })
+    log.info("ingest: %d samples -> %s in %.1f s", len(manifest), manifest_path, result.seconds)
+    return result
+
+
+def _previous_result(record_path: Path, manifest_path: Path, fingerprint: str) -> IngestResult | None:
+    """The recorded result of a finished ingest with the same inputs whose manifest is intact."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint:
+            return None
+        if hashlib.sha1(manifest_path.read_bytes()).hexdigest() != record.get("manifest_sha1"):
+            return None
+        return IngestResult.from_json(record["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

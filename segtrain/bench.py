@@ -1,0 +1,634 @@
+"""``segtrain bench``: many ``segtrain run``s in a row, and a leaderboard of their test scores.
+
+Two modes:
+
+* **leaderboard** (``run_bench``): every combination of models x losses, or every row of a
+  grid CSV whose columns are ``segtrain run`` options, times ``seeds`` seeds. Each run goes
+  through :func:`segtrain.trainer.train` exactly as ``segtrain run`` does, in its own folder
+  ``<out>/<model>-<loss>-s<seed>`` (grid rows: ``<out>/r<NN>-<model>-<loss>-s<seed>``).
+  A run whose ``summary.json`` exists is not run again; one with a ``last.pt`` but no summary
+  is resumed. ``leaderboard.csv``/``.md``/``.png`` aggregate the seeds of each combination.
+* **speed** (``speed_benchmark``): per model, train-step and inference images/s and peak
+  memory on random tensors, with AMP off and on, no data and no convergence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from segtrain.config import CONFIG_KEYS, RunConfig, parse_size
+from segtrain.errors import SegtrainError
+
+log = logging.getLogger(__name__)
+
+# Options a bench sets itself, so neither a grid column nor a base option may set them.
+BENCH_OWNED = ("manifest", "out", "resume")
+GRID_KEYS: tuple[str, ...] = tuple(key for key in CONFIG_KEYS if key not in BENCH_OWNED)
+_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+_INT_KEYS = {"epochs", "batch_size", "workers", "seed", "early_stop", "base_channels"}
+_FLOAT_KEYS = {"lr", "threshold"}
+_BOOL_KEYS = {"channels_last", "compile", "deep_supervision"}
+_MAPPING_KEYS = {"model_kwargs", "loss_kwargs"}
+
+LEADERBOARD_COLUMNS = (
+    "rank", "model", "loss", "options", "seeds", "dice_mean", "dice_std", "iou_mean", "iou_std",
+    "params", "gmacs", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s", "runs")
+SPEED_COLUMNS = ("model", "amp", "params", "gmacs", "train_img_s", "infer_img_s",
+                 "train_peak_mb", "infer_peak_mb", "status")
+
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass
+class Combination:
+    """One leaderboard row: run options shared by its seeds, and what makes it differ."""
+
+    options: dict[str, Any]          # RunConfig overrides (model, loss, lr, ...)
+    label: str                       # folder stem: unet-dice or r01-unet-dice
+    varied: dict[str, Any] = field(default_factory=dict)  # grid columns other than model/loss
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SegtrainError(f"{key} must be true or false; got {text!r}")
+
+
+def parse_option(key: str, value: Any) -> Any:
+    """A grid cell (text) as the type ``RunConfig`` wants; non-text values pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if key in _INT_KEYS:
+            return int(text)
+        if key in _FLOAT_KEYS:
+            return float(text)
+    except ValueError:
+        kind = "an integer" if key in _INT_KEYS else "a number"
+        raise SegtrainError(f"{key} must be {kind}; got {value!r}") from None
+    if key in _BOOL_KEYS:
+        return _parse_bool(key, text)
+    if key in _MAPPING_KEYS:
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got {value!r} "
+                                f"({exc})") from None
+        if not isinstance(parsed, dict):
+            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got {value!r}")
+        return parsed
+    if key == "size":
+        return parse_size(text)
+    return text
+
+
+def normalise_key(key: str) -> str:
+    return str(key).strip().replace("-", "_")
+
+
+def combinations(models: Sequence[str], losses: Sequence[str]) -> list[Combination]:
+    """Every model with every loss, models outermost."""
+    return [Combination(options={"model": m, "loss": l}, label=f"{m}-{l}") for m in models for l in losses]
+
+
+def read_grid(path: Path) -> list[Combination]:
+    """The rows of a grid CSV as combinations. Columns are ``segtrain run`` options
+    (``batch-size`` or ``batch_size``); an empty cell keeps the bench's value."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegtrainError(f"{path}: grid file not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SegtrainError(f"{path}: not a readable CSV ({exc})") from None
+    columns = {column: normalise_key(column) for column in frame.columns}
+    unknown = [column for column, key in columns.items() if key not in GRID_KEYS]
+    if unknown:
+        owned = [c for c in unknown if columns[c] in BENCH_OWNED]
+        why = f" ({', '.join(owned)} set by the bench itself)" if owned else ""
+        raise SegtrainError(f"{path}: unknown column(s) {', '.join(unknown)}{why}; valid columns: "
+                            f"{', '.join(GRID_KEYS)}")
+    if frame.empty:
+        raise SegtrainError(f"{path}: the grid has no rows")
+    result = []
+    for number, record in enumerate(frame.to_dict("records"), start=1):
+        options = {}
+        for column, text in record.items():
+            if text.strip() == "":
+                continue
+            key = columns[column]
+            try:
+                options[key] = parse_option(key, text)
+            except SegtrainError as exc:
+                raise SegtrainError(f"{path}: line {number + 1}: {exc}") from None
+        model = options.get("model", _DEFAULTS["model"])
+        loss = options.get("loss", _DEFAULTS["loss"])
+        varied = {k: v for k, v in options.items() if k not in ("model", "loss")}
+        result.append(Combination(options=options, label=f"r{number:02d}-{model}-{loss}", varied=varied))
+    return result
+
+
+def _folder_name(label: str, seed: int) -> str:
+    # + in "bce+dice" is fine on every file system; slashes or spaces in a name are not.
+    return "".join(c if c.isalnum() or c in "+-_." else "_" for c in f"{label}-s{seed}")
+
+
+@dataclass
+class Job:
+    combination: Combination
+    seed: int
+    config: RunConfig
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+def plan(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out: Path,
+         base: dict[str, Any] | None = None) -> list[Job]:
+    """One job per combination and seed, every config built (and so validated) before any run.
+
+    ``base`` holds run options shared by every job (a grid row overrides them). Seeds are
+    ``base seed, base seed + 1, ...``."""
+    from segtrain.losses import LOSSES
+    from segtrain.models import MODELS, build_model
+
+    if seeds < 1:
+        raise SegtrainError(f"--seeds must be >= 1; got {seeds}")
+    base = {normalise_key(k): v for k, v in (base or {}).items() if v is not None}
+    bad = sorted(k for k in base if k not in GRID_KEYS)
+    if bad:
+        raise SegtrainError(f"unknown run option(s) {', '.join(bad)}; valid: {', '.join(GRID_KEYS)}")
+    jobs: list[Job] = []
+    checked: set[str] = set()
+    for combo in combos:
+        options = {**base, **combo.options}
+        model = options.get("model", _DEFAULTS["model"])
+        loss = options.get("loss", _DEFAULTS["loss"])
+        if model not in MODELS:
+            raise SegtrainError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+        if loss not in LOSSES:
+            raise SegtrainError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+        first_seed = int(options.pop("seed", _DEFAULTS["seed"]))
+        for k in range(seeds):
+            seed = first_seed + k
+            config = RunConfig(manifest=str(manifest), **options, seed=seed,
+                               out=str(Path(out) / _folder_name(combo.label, seed)))
+            key = json.dumps([config.model, config.base_channels, config.deep_supervision,
+                              config.model_kwargs], sort_keys=True, default=str)
+            if key not in checked:  # a wrong model option fails now, not after hours of runs
+                checked.add(key)
+                kwargs = dict(config.model_kwargs)
+                if config.base_channels is not None:
+                    kwargs["base_channels"] = config.base_channels
+                if config.deep_supervision:
+                    kwargs["deep_supervision"] = True
+                with torch.device("meta"):
+                    build_model(config.model, **kwargs)
+            jobs.append(Job(combo, seed, config))
+    folders = [job.out for job in jobs]
+    if len(set(folders)) != len(folders):
+        raise SegtrainError("two combinations would share a run folder; make the models/losses unique")
+    return jobs
+
+
+# ----------------------------------------------------------------------------- running
+
+def _config_differences(job: Job) -> list[str]:
+    """Options of a finished run that differ from what this bench asks for (for a warning)."""
+    path = job.out / "config.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    wanted = job.config.to_dict()
+    return [f"{key} {stored.get(key)!r} (now {value!r})" for key, value in wanted.items()
+            if key not in ("resume", "out", "manifest") and key in stored and stored[key] != value]
+
+
+def run_jobs(jobs: Sequence[Job], *,
+             train: Callable[[RunConfig], dict[str, Any]] | None = None,
+             on_start: Callable[[int, int, Job, str], None] | None = None,
+             on_done: Callable[[int, int, Job, dict[str, Any] | None, str | None], None] | None = None,
+             ) -> list[tuple[Job, dict[str, Any] | None, str | None]]:
+    """Run (or reuse) every job, one after another. Returns ``(job, summary, error)`` triples.
+
+    A job whose run folder holds ``summary.json`` is reused; one with ``last.pt`` is resumed;
+    otherwise it starts afresh. A run that fails with an expected error (a NaN loss, a model
+    that cannot take the size) is recorded and the bench goes on; re-running the bench retries it.
+    ``on_start(i, n, job, action)`` gets action ``run``/``resume``, ``on_done`` the outcome.
+    """
+    from segprep.errors import SegprepError
+
+    if train is None:
+        from segtrain.trainer import train
+    results = []
+    for i, job in enumerate(jobs, start=1):
+        summary_path = job.out / "summary.json"
+        if summary_path.is_file():
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                summary = None  # written atomically, so only a hand-edited file gets here
+            if summary is not None:
+                differences = _config_differences(job)
+                if differences:
+                    log.warning("%s: reusing a finished run whose options differ: %s; delete the folder "
+                                "to run it again", job.out, ", ".join(differences))
+                results.append((job, summary, None))
+                if on_done is not None:
+                    on_done(i, len(jobs), job, summary, None)
+                continue
+        action = "resume" if (job.out / "last.pt").is_file() else "run"
+        job.config.resume = action == "resume"
+        if on_start is not None:
+            on_start(i, len(jobs), job, action)
+        log.info("[%d/%d] %s %s", i, len(jobs), action, job.out)
+        try:
+            summary, error = train(job.config), None
+        except SegprepError as exc:  # SegtrainError is one too
+            summary, error = None, str(exc)
+            log.warning("%s failed: %s", job.out, error)
+        results.append((job, summary, error))
+        if on_done is not None:
+            on_done(i, len(jobs), job, summary, error)
+    return results
+
+
+def _gmacs(summary: dict[str, Any], cache: dict[str, float | None]) -> float | None:
+    from segtrain.models import model_info
+
+    size = summary.get("input_size")
+    kwargs = {k: v for k, v in (summary.get("model_kwargs") or {}).items() if v is not None}
+    key = json.dumps([summary.get("model"), size, kwargs], sort_keys=True, default=str)
+    if key not in cache:
+        try:
+            macs = model_info(summary["model"], size=tuple(size), **kwargs)["macs"]
+            cache[key] = None if macs is None else macs / 1e9
+        except Exception as exc:  # noqa: BLE001  a leaderboard column must not sink the bench
+            log.warning("cannot count MACs of %s at %s: %s", summary.get("model"), size, exc)
+            cache[key] = None
+    return cache[key]
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _std(values: list[float]) -> float:
+    # spread over seeds: sample standard deviation; undefined for one seed
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def _format_options(varied: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (dict, list)) else v}"
+                    for k, v in varied.items())
+
+
+def leaderboard(results: Sequence[tuple[Job, dict[str, Any] | None, str | None]]) -> pd.DataFrame:
+    """One row per combination, seeds aggregated, sorted by mean test Dice (best first).
+
+    Failed combinations (no seed finished) come last with empty scores; ``runs`` counts the
+    finished seeds of each."""
+    groups: dict[int, list[tuple[Job, dict[str, Any] | None, str | None]]] = {}
+    order: list[Combination] = []
+    for job, summary, error in results:
+        key = id(job.combination)
+        if key not in groups:
+            groups[key] = []
+            order.append(job.combination)
+        groups[key].append((job, summary, error))
+    macs_cache: dict[str, float | None] = {}
+    rows = []
+    for combo in order:
+        entries = groups[id(combo)]
+        done = [s for _, s, _ in entries if s is not None]
+        first = entries[0][0].config
+        dice = [s["test"]["mean"]["dice"] for s in done]
+        iou = [s["test"]["mean"]["iou"] for s in done]
+        rows.append({
+            "model": first.model, "loss": first.loss, "options": _format_options(combo.varied),
+            "seeds": len(entries), "runs": len(done),
+            "dice_mean": _mean(dice), "dice_std": _std(dice),
+            "iou_mean": _mean(iou), "iou_std": _std(iou),
+            "params": done[0].get("parameters") if done else None,
+            "gmacs": _gmacs(done[0], macs_cache) if done else None,
+            "train_img_s": _mean(s.get("train_images_per_s") for s in done),
+            "infer_img_s": _mean(s.get("inference_images_per_s") for s in done),
+            "peak_mem_mb": _mean(s.get("peak_gpu_memory_mb") for s in done),
+            "wall_s": _mean(s.get("wall_seconds") for s in done),
+            "errors": "; ".join(sorted({e for _, _, e in entries if e})),
+        })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=[*LEADERBOARD_COLUMNS, "errors"])
+    # stable sort: ties keep the order they were given in
+    frame = frame.sort_values("dice_mean", ascending=False, na_position="last", kind="stable")
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame[[*LEADERBOARD_COLUMNS, "errors"]].reset_index(drop=True)
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _gmacs_cell(value: Any) -> str:
+    # tiny test models have a few MMACs, real ones tens of GMACs: three significant digits
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+
+
+def _row_label(row: pd.Series) -> str:
+    label = f"{row['model']} / {row['loss']}"
+    return f"{label} ({row['options']})" if row["options"] else label
+
+
+def format_leaderboard(frame: pd.DataFrame) -> list[list[str]]:
+    """Header and rows of the printed (and markdown) leaderboard, as text cells."""
+    header = ["#", "model", "loss", "options", "seeds", "test Dice", "test IoU", "params (M)",
+              "GMACs", "train img/s", "infer img/s", "peak MB", "wall s"]
+    table = [header]
+    for _, row in frame.iterrows():
+        spread = (lambda m, s: f"{_cell(m)} ± {_cell(s)}" if not math.isnan(s) else _cell(m))
+        table.append([
+            str(row["rank"]), row["model"], row["loss"], row["options"] or "-",
+            f"{row['runs']}/{row['seeds']}" if row["runs"] != row["seeds"] else str(row["seeds"]),
+            spread(row["dice_mean"], row["dice_std"]), spread(row["iou_mean"], row["iou_std"]),
+            _cell(None if row["params"] is None or pd.isna(row["params"]) else row["params"] / 1e6, 3),
+            _gmacs_cell(row["gmacs"]), _cell(row["train_img_s"], 1), _cell(row["infer_img_s"], 1),
+            _cell(row["peak_mem_mb"], 0), _cell(row["wall_s"], 1)])
+    return table
+
+
+def text_table(table: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = []
+    for i, row in enumerate(table):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
+    return "\n".join(lines)
+
+
+def best_line(frame: pd.DataFrame) -> str:
+    scored = frame[frame["dice_mean"].notna()]
+    if scored.empty:
+        return "no combination finished"
+    best = scored.iloc[0]
+    spread = "" if math.isnan(best["dice_std"]) else f" ± {best['dice_std']:.4f}"
+    return (f"best: {_row_label(best)}, test Dice {best['dice_mean']:.4f}{spread} "
+            f"(mean over {best['runs']} seed{'s' if best['runs'] != 1 else ''})")
+
+
+def plot_leaderboard(frame: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars of mean test Dice with the seeds' standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = frame[frame["dice_mean"].notna()]
+    labels = [_row_label(row) for _, row in scored.iterrows()][::-1]  # best at the top
+    means = scored["dice_mean"].to_numpy(dtype=float)[::-1]
+    errors = np.nan_to_num(scored["dice_std"].to_numpy(dtype=float))[::-1]
+    height = max(2.0, 0.45 * len(labels) + 1.2)
+    fig, ax = plt.subplots(figsize=(8, height), constrained_layout=True)
+    ax.barh(range(len(labels)), means, xerr=errors, color="#4c72b0", capsize=3)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test Dice (mean over images; bars: mean over seeds, whiskers: std)")
+    ax.set_title("segtrain bench")
+    for y, value in enumerate(means):
+        ax.text(min(value + 0.01, 0.9), y, f"{value:.3f}", va="center", fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_leaderboard(frame: pd.DataFrame, out: Path, *, title: str = "") -> dict[str, Path]:
+    """``leaderboard.csv`` (every column, full precision), ``leaderboard.md`` (the printed table
+    and the best row) and ``leaderboard.png``, each written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md", "png": out / "leaderboard.png"}
+    tmp = paths["csv"].with_name("leaderboard.csv.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    tmp.replace(paths["csv"])
+    failed = frame[frame["errors"] != ""]
+    text = [f"# {title or 'segtrain bench'}", "", markdown_table(format_leaderboard(frame)), "",
+            best_line(frame) + ".", ""]
+    if len(failed):
+        text += ["Failed runs:", ""] + [f"- {_row_label(r)}: {r['errors']}" for _, r in failed.iterrows()] + [""]
+    text += ["Test Dice and IoU: mean over test images of each run, then mean ± std over seeds. "
+             "GMACs: one image at the training size. Speeds and wall time: mean over seeds.", ""]
+    tmp = paths["md"].with_name("leaderboard.md.tmp")
+    tmp.write_text("\n".join(text), encoding="utf-8")
+    tmp.replace(paths["md"])
+    plot_leaderboard(frame, paths["png"])
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+def run_bench(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out: Path,
+              base: dict[str, Any] | None = None, **hooks: Any) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Plan, run (or reuse) every job, write the leaderboard files. ``hooks`` go to ``run_jobs``."""
+    jobs = plan(manifest, combos, seeds=seeds, out=out, base=base)
+    results = run_jobs(jobs, **hooks)
+    frame = leaderboard(results)
+    paths = write_leaderboard(frame, out, title=f"segtrain bench: {Path(manifest).name}")
+    return frame, paths
+
+
+# ----------------------------------------------------------------------------- speed only
+
+def _amp_modes(device: torch.device) -> list[tuple[str, torch.dtype | None]]:
+    if device.type == "cuda":
+        return [("off", None), ("bf16", torch.bfloat16) if torch.cuda.is_bf16_supported()
+                else ("fp16", torch.float16)]
+    return [("off", None), ("bf16", torch.bfloat16)]
+
+
+def _timer(device: torch.device) -> Callable[[], Callable[[], float]]:
+    """``start = timer(); ...; seconds = start()``: CUDA events on a GPU (the work is queued,
+    so a host clock would time the queueing), the host clock on a CPU."""
+    if device.type == "cuda":
+        def start_cuda() -> Callable[[], float]:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+
+            def stop() -> float:
+                end.record()
+                end.synchronize()
+                return begin.elapsed_time(end) / 1000
+
+            return stop
+        return start_cuda
+
+    def start_cpu() -> Callable[[], float]:
+        begin = time.perf_counter()
+        return lambda: time.perf_counter() - begin
+    return start_cpu
+
+
+def _logits(output: Any) -> list[torch.Tensor]:
+    return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+def measure_speed(model_name: str, *, size: tuple[int, int], batch_size: int, device: torch.device,
+                  amp: tuple[str, torch.dtype | None], steps: int, warmup: int,
+                  model_kwargs: dict[str, Any] | None = None, channels_last: bool = False) -> dict[str, Any]:
+    """Train-step (forward, BCE loss, backward, Adam step) and inference images/s of one model
+    on random tensors, and the peak CUDA memory of each (None on CPU)."""
+    from segtrain.models import build_model, model_info
+
+    amp_name, amp_dtype = amp
+    kwargs = dict(model_kwargs or {})
+    info = model_info(model_name, size=size, **kwargs)
+    row: dict[str, Any] = {"model": model_name, "amp": amp_name, "params": info["params"],
+                           "gmacs": None if info["macs"] is None else info["macs"] / 1e9,
+                           "train_img_s": None, "infer_img_s": None, "train_peak_mb": None,
+                           "infer_peak_mb": None, "status": "ok"}
+    if info["macs"] is None:
+        row["status"] = f"n/a: size must be divisible by {info['required_divisor']}"
+        return row
+    torch.manual_seed(0)
+    model = build_model(model_name, **kwargs).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(batch_size, model.in_channels, *size, device=device).contiguous(memory_format=memory_format)
+    target = (torch.rand(batch_size, model.num_classes, *size, device=device) > 0.5).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    timer = _timer(device)
+    cuda = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    def train_step() -> None:
+        with autocast():
+            outputs = _logits(model(x))
+        loss = sum(loss_fn(o.float(), target) for o in outputs)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), autocast():
+            model(x)
+
+    try:
+        for phase, step, mode in (("train", train_step, True), ("infer", infer_step, False)):
+            model.train(mode)
+            for _ in range(warmup):
+                step()
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            stop = timer()
+            for _ in range(steps):
+                step()
+            seconds = stop()
+            row[f"{phase}_img_s"] = steps * batch_size / seconds if seconds > 0 else None
+            if cuda:
+                row[f"{phase}_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = f"out of memory at batch size {batch_size}"
+    except RuntimeError as exc:
+        if amp_dtype is None:
+            raise
+        # e.g. an operator without a bf16 kernel on this CPU: a fact for the table, not a failure
+        row["status"] = f"n/a: {str(exc).splitlines()[0][:80]}"
+    finally:
+        del model, optimizer, x, target
+        if cuda:
+            torch.cuda.empty_cache()
+    return row
+
+
+def speed_benchmark(models: Sequence[str], *, size: tuple[int, int], batch_size: int, device: str = "auto",
+                    steps: int = 10, warmup: int = 3, model_kwargs: dict[str, Any] | None = None,
+                    channels_last: bool = False, amp: Sequence[str] = ("off", "on"),
+                    on_row: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+    """``measure_speed`` for every model, AMP off and on (bf16 on CPU and on GPUs that have it,
+    fp16 otherwise). Every name and option is checked before anything is timed."""
+    from segtrain.models import MODELS, build_model
+    from segtrain.trainer import resolve_device
+
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise SegtrainError(f"unknown model(s) {', '.join(unknown)}; valid models: {', '.join(MODELS)}")
+    if steps < 1 or warmup < 0 or batch_size < 1:
+        raise SegtrainError(f"need steps >= 1, warmup >= 0, batch size >= 1; got {steps}, {warmup}, {batch_size}")
+    for name in models:
+        with torch.device("meta"):
+            build_model(name, **(model_kwargs or {}))
+    torch_device = resolve_device(device)
+    modes = [m for m in _amp_modes(torch_device) if ("off" if m[1] is None else "on") in amp]
+    rows = []
+    for name in models:
+        for mode in modes:
+            row = measure_speed(name, size=size, batch_size=batch_size, device=torch_device, amp=mode,
+                                steps=steps, warmup=warmup, model_kwargs=model_kwargs,
+                                channels_last=channels_last)
+            row["device"] = str(torch_device)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return pd.DataFrame(rows, columns=[*SPEED_COLUMNS, "device"])
+
+
+def format_speed(frame: pd.DataFrame) -> list[list[str]]:
+    header = ["model", "amp", "params (M)", "GMACs", "train img/s", "infer img/s", "train peak MB",
+              "infer peak MB", "status"]
+    table = [header]
+    for _, r in frame.iterrows():
+        table.append([r["model"], r["amp"], _cell(r["params"] / 1e6, 3), _gmacs_cell(r["gmacs"]),
+                      _cell(r["train_img_s"], 1), _cell(r["infer_img_s"], 1),
+                      _cell(r["train_peak_mb"], 0), _cell(r["infer_peak_mb"], 0), r["status"]])
+    return table
+
+
+def write_speed(frame: pd.DataFrame, out: Path, *, title: str) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "speed.csv", "md": out / "speed.md"}
+    tmp = paths["csv"].with_name("speed.csv.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    tmp.replace(paths["csv"])
+    text = [f"# {title}", "", markdown_table(format_speed(frame)), "",
+            "Random tensors; train = forward + BCE + backward + Adam step; infer = eval-mode forward. "
+            "Peak memory: CUDA only.", ""]
+    tmp = paths["md"].with_name("speed.md.tmp")
+    tmp.write_text("\n".join(text), encoding="utf-8")
+    tmp.replace(paths["md"])
+    return paths

@@ -1,0 +1,156 @@
+"""``segtrain bench``: a models x losses (or grid) leaderboard, or ``--speed-only`` timings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from segtrain.cli.run import run as _run_command
+
+# Every `segtrain run` option except those a bench decides per run (model, loss, out, resume).
+_RUN_OPTIONS = [p for p in _run_command.params
+                if p.name not in ("manifest", "model", "loss", "out", "resume", "config_file")]
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+@click.command("bench")
+@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.option("--models", help="Comma-separated model names [default: unet; --speed-only: all].")
+@click.option("--losses", help="Comma-separated loss names [default: bce+dice].")
+@click.option("--grid", type=click.Path(path_type=Path),
+              help="CSV whose columns are `segtrain run` options (model, loss, lr, batch_size, ...); "
+                   "one combination per row, instead of --models x --losses.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per combination, seeds --seed, --seed+1, ...")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Bench folder [default: runs/bench-<manifest name>, runs/bench-speed].")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML or JSON file of run options shared by every run (the command line wins).")
+@click.option("--speed-only", is_flag=True,
+              help="No training: per model, train-step and inference images/s and peak memory, AMP off and on.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--speed-only: timed steps per measurement.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="--speed-only: untimed steps first (cudnn autotuning, allocator).")
+def bench(manifest: Path | None, models: str | None, losses: str | None, grid: Path | None, seeds: int,
+          out: Path | None, config_file: Path | None, speed_only: bool, steps: int, warmup: int,
+          compile_: bool | None, **options) -> None:
+    """Train every combination of --models and --losses (or every row of --grid) on MANIFEST,
+    --seeds times each, through the same code as `segtrain run`, and rank them by test Dice.
+
+    Each run gets its own folder in --out; a finished one (summary.json) is not run again and a
+    half-finished one is resumed, so an interrupted bench continues where it stopped. Writes
+    leaderboard.csv, leaderboard.md and leaderboard.png to --out.
+
+    With --speed-only (no MANIFEST): images/s of a training step and of inference per model on
+    random tensors at --size and --batch-size, AMP off and on; writes speed.csv and speed.md.
+    """
+    from segtrain import bench as B
+    from segtrain.config import read_config_file
+    from segtrain.errors import SegtrainError
+
+    options["compile"] = compile_
+    given = {key: value for key, value in options.items() if value is not None}
+    base = read_config_file(config_file) if config_file is not None else {}
+    owned = sorted(k for k in base if k in ("out", "resume"))
+    if owned:
+        raise SegtrainError(f"{config_file}: {', '.join(owned)} cannot be set for a bench (each run gets "
+                            f"its own folder in --out)")
+    if manifest is None and base.get("manifest") and not speed_only:
+        manifest = Path(base["manifest"])
+    base.pop("manifest", None)
+    base.update(given)
+    start = time.perf_counter()
+
+    if speed_only:
+        _speed(models, base, out, steps, warmup, manifest)
+        click.echo(f"done in {time.perf_counter() - start:.0f} s")
+        return
+    if manifest is None:
+        raise SegtrainError("a MANIFEST is needed (or --speed-only)")
+    if grid is not None and (models or losses):
+        raise SegtrainError("give either --grid or --models/--losses, not both (a grid row names its model and loss)")
+    if grid is not None:
+        combos = B.read_grid(grid)
+    else:
+        combos = B.combinations(_names(models) or ["unet"], _names(losses) or ["bce+dice"])
+    out = out or Path("runs") / f"bench-{manifest.stem}"
+    counts = {"run": 0, "resume": 0, "reused": 0, "failed": 0}
+    started_jobs: set[Path] = set()
+
+    def started(i: int, n: int, job, action: str) -> None:
+        counts[action] += 1
+        started_jobs.add(job.out)
+        click.echo(f"[{i}/{n}] {job.out.name}: {'resuming' if action == 'resume' else 'training'} ...")
+
+    def done(i: int, n: int, job, summary, error) -> None:
+        if error is not None:
+            counts["failed"] += 1
+            click.echo(f"[{i}/{n}] {job.out.name}: FAILED: {error}")
+            return
+        dice = summary["test"]["mean"]["dice"]
+        if job.out in started_jobs:
+            click.echo(f"[{i}/{n}] {job.out.name}: test Dice {dice:.4f} ({summary['wall_seconds']:.0f} s)")
+        else:
+            counts["reused"] += 1
+            click.echo(f"[{i}/{n}] {job.out.name}: finished earlier, test Dice {dice:.4f}")
+
+    frame, paths = B.run_bench(manifest, combos, seeds=seeds, out=out, base=base,
+                               on_start=started, on_done=done)
+    click.echo("")
+    click.echo(B.text_table(B.format_leaderboard(frame)))
+    click.echo("")
+    click.echo(B.best_line(frame))
+    click.echo(f"{len(frame)} combinations x {seeds} seed(s): {counts['run']} trained, {counts['resume']} "
+               f"resumed, {counts['reused']} reused, {counts['failed']} failed, in "
+               f"{time.perf_counter() - start:.0f} s; leaderboard: {paths['md']} (.csv, .png)")
+
+
+def _speed(models: str | None, base: dict, out: Path | None, steps: int, warmup: int,
+           manifest: Path | None) -> None:
+    from segtrain import bench as B
+    from segtrain.config import parse_size
+    from segtrain.errors import SegtrainError
+    from segtrain.models import MODELS
+
+    if manifest is not None:
+        raise SegtrainError("--speed-only takes no MANIFEST (it times random tensors)")
+    ignored = sorted(k for k in base if k not in ("size", "batch_size", "device", "base_channels",
+                                                 "model_kwargs", "channels_last", "amp"))
+    if ignored:
+        raise SegtrainError(f"--speed-only does not use {', '.join(ignored)}; it takes --models, --size, "
+                            f"--batch-size, --device, --base-channels, --channels-last, --amp, --steps, --warmup")
+    names = _names(models) or list(MODELS)
+    size = tuple(parse_size(base.get("size") or 352))
+    batch_size = base.get("batch_size") or 16
+    kwargs = dict(base.get("model_kwargs") or {})
+    if base.get("base_channels") is not None:
+        kwargs["base_channels"] = base["base_channels"]
+    amp = {"off": ("off",), "auto": ("off", "on")}.get(base.get("amp", "auto"), ("on",))
+    out = out or Path("runs") / "bench-speed"
+    click.echo(f"timing {len(names)} model(s) at {size[0]}x{size[1]}, batch {batch_size}, "
+               f"{warmup} warm-up + {steps} timed steps each ...")
+
+    def show(row: dict) -> None:
+        train = "-" if row["train_img_s"] is None else f"{row['train_img_s']:.1f}"
+        infer = "-" if row["infer_img_s"] is None else f"{row['infer_img_s']:.1f}"
+        click.echo(f"  {row['model']} amp {row['amp']}: train {train} img/s, infer {infer} img/s"
+                   f"{'' if row['status'] == 'ok' else ' (' + row['status'] + ')'}")
+
+    frame = B.speed_benchmark(names, size=size, batch_size=batch_size, device=base.get("device", "auto"),
+                              steps=steps, warmup=warmup, model_kwargs=kwargs,
+                              channels_last=bool(base.get("channels_last")), amp=amp, on_row=show)
+    device = frame["device"].iloc[0] if len(frame) else "?"
+    paths = B.write_speed(frame, out, title=f"segtrain bench --speed-only: {size[0]}x{size[1]}, batch "
+                                            f"{batch_size}, {device}")
+    click.echo("")
+    click.echo(B.text_table(B.format_speed(frame)))
+    click.echo(f"\n{len(names)} model(s) on {device}; {paths['md']} (.csv)")
+
+
+bench.params.extend(_RUN_OPTIONS)

@@ -1,0 +1,423 @@
+"""The torch side of the shards: a ``Dataset`` over one split of a manifest, and its loader.
+
+Reading goes through ``segprep.shards.open_shard`` (one read-only handle per file and per
+process, dropped after a fork), so a dataset built in the parent can be handed to a
+``DataLoader`` with workers: each worker opens the files it reads on its first item.
+
+Normalisation (``normalize=``):
+
+* ``"imagenet"``: ImageNet mean/std (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225).
+* ``"unit"``: ``x / 255`` (mean 0, std 1 in 0-1 units).
+* a dict ``{"mean": [r, g, b], "std": [r, g, b]}``: in 0-1 units when every value is <= 1,
+  otherwise in 0-255 units (``{"mean": [123.7, 116.3, 103.5], "std": [58.4, 57.1, 57.4]}``).
+  A single number is used for all three channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
+from torch.utils.data.dataloader import default_collate
+
+from segprep.errors import ShardError
+from segprep.manifest import SPLITS, active, read_manifest
+from segprep.shards import close_shards, open_shard
+from segtrain.errors import SegtrainError
+
+log = logging.getLogger(__name__)
+
+# Mean and std per RGB channel, in 0-1 units.
+NORMALIZATIONS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+    "unit": {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+}
+
+
+def resolve_normalization(normalize: str | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std as float32 arrays of 3 values in 0-255 units (what uint8 pixels are in)."""
+    if isinstance(normalize, str):
+        if normalize not in NORMALIZATIONS:
+            raise SegtrainError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZATIONS)} "
+                                f"or a dict with mean and std")
+        spec: Mapping[str, Any] = NORMALIZATIONS[normalize]
+    elif isinstance(normalize, Mapping):
+        spec = normalize
+    else:
+        raise SegtrainError(f"normalize must be one of {', '.join(NORMALIZATIONS)} or a dict with "
+                            f"mean and std; got {normalize!r}")
+    if set(spec) != {"mean", "std"}:
+        raise SegtrainError(f"normalize dict needs exactly the keys mean and std; got {sorted(spec)}")
+    values = {}
+    for key in ("mean", "std"):
+        array = np.asarray(spec[key], dtype=np.float64).reshape(-1)
+        if array.size == 1:
+            array = np.repeat(array, 3)
+        if array.size != 3 or not np.all(np.isfinite(array)):
+            raise SegtrainError(f"normalize {key} must be 1 or 3 finite numbers; got {spec[key]!r}")
+        values[key] = array
+    if np.any(values["std"] <= 0):
+        raise SegtrainError(f"normalize std must be > 0; got {spec['std']!r}")
+    # Values all <= 1 can only be meant as 0-1 units (a 0-255 std of 1 would be absurd).
+    scale = 255.0 if max(values["mean"].max(), values["std"].max()) <= 1.0 else 1.0
+    return (values["mean"] * scale).astype(np.float32), (values["std"] * scale).astype(np.float32)
+
+
+def image_to_tensor(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> normalised float32 (3, H, W), contiguous. Shared with prediction."""
+    # numpy, not torch: torch's intra-op thread pool makes these small element-wise ops
+    # several times slower when the cores are busy (and the main process has no worker limit).
+    out = np.empty((3, image.shape[0], image.shape[1]), dtype=np.float32)
+    np.subtract(image.transpose(2, 0, 1), mean[:, None, None], out=out, dtype=np.float32)
+    out *= (1.0 / std)[:, None, None]
+    return torch.from_numpy(out)
+
+
+def _resize(array: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+    height, width = size
+    if array.shape[:2] == (height, width):
+        return array
+    if smooth:
+        shrinking = height <= array.shape[0] and width <= array.shape[1]
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    else:
+        interpolation = cv2.INTER_NEAREST  # labels: never invent in-between classes
+    return cv2.resize(array, (width, height), interpolation=interpolation)
+
+
+class ShardDataset(Dataset):
+    """The non-excluded rows of one split of a manifest, as tensors.
+
+    An item is ``dict(image=float32 (3, H, W) normalised, mask=int64 (H, W) class indices,
+    roi=uint8 (H, W) (all ones when the sample has none), sample_id=str, index=int)``.
+    ``size=(H, W)`` resizes every sample (image area/linear, mask and ROI nearest); without it
+    every sample of the split must already share one size.
+    """
+
+    def __init__(self, manifest: Path | str, split: str, *, size: tuple[int, int] | None = None,
+                 normalize: str | Mapping[str, Any] = "imagenet") -> None:
+        self.manifest_path = Path(manifest)
+        self.split = split
+        if split not in SPLITS:
+            raise SegtrainError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        self.mean, self.std = resolve_normalization(normalize)
+        table = read_manifest(self.manifest_path)
+        self.rows: pd.DataFrame = active(table, split).reset_index(drop=True)
+        if self.rows.empty:
+            counts = active(table)["split"].value_counts()
+            present = ", ".join(f"{name} ({counts[name]})" for name in SPLITS if name in counts)
+            raise SegtrainError(f"{self.manifest_path}: split {split!r} has no rows that are not "
+                                f"excluded; splits with rows: {present or 'none'}")
+        sizes = sorted(set(zip(self.rows["height"].tolist(), self.rows["width"].tolist())))
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise SegtrainError(f"size must be two positive integers (H, W); got {size}")
+        elif len(sizes) > 1:
+            examples = ", ".join(f"{h}x{w}" for h, w in sizes[:4])
+            raise SegtrainError(
+                f"{self.manifest_path}: split {split!r} holds samples of {len(sizes)} different sizes "
+                f"({examples}{', ...' if len(sizes) > 4 else ''}), which cannot be batched; pass "
+                f"--size H W (size=(H, W)) to resize them, or make a fixed-size manifest with "
+                f"`segprep augment --size N`")
+        self.size: tuple[int, int] = size if size is not None else sizes[0]
+        self._resize = any(s != self.size for s in sizes)
+
+        root = self.manifest_path.parent.resolve()
+        # Plain lists: indexing a DataFrame per item would cost more than the shard read.
+        self._ids: list[str] = self.rows["sample_id"].tolist()
+        self._image_shards = [str(root / p) for p in self.rows["image_shard"].tolist()]
+        self._image_index = [int(i) for i in self.rows["image_index"].tolist()]
+        self._mask_shards = [str(root / p) for p in self.rows["mask_shard"].tolist()]
+        self._mask_index = [int(i) for i in self.rows["mask_index"].tolist()]
+
+        # Ingest shards keep masks as raw grey values (0/255); training needs class indices.
+        stages = {path: open_shard(Path(path)).attrs.get("stage") for path in set(self._mask_shards)}
+        self.raw_masks = any(stage == "ingest" for stage in stages.values())
+        if self.raw_masks:
+            log.warning("%s: masks are raw grey values (ingest stage); mapping values > 127 to "
+                        "class 1. Train from a clean or augment manifest instead.", self.manifest_path)
+        self._warned_raw = self.raw_masks
+        # read_manifest opened every shard to check indices; drop those handles so that no
+        # HDF5 file is open when a DataLoader forks its workers.
+        close_shards()
+        self._pid: int | None = None
+        self._files: dict[str, tuple] = {}
+        log.info("%s: %s split, %d samples at %dx%d", self.manifest_path, split, len(self._ids),
+                 *self.size)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getstate__(self) -> dict:
+        # Spawned workers get a pickled copy: HDF5 handles do not travel, they reopen.
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        state["_pid"] = None
+        return state
+
+    def _open(self, path: str) -> tuple[h5py.File, bool, dict[str, h5py.Dataset | None]]:
+        """This process's handle on ``path``, whether it is fixed-layout, and its datasets.
+
+        Looking up attributes and datasets through h5py costs about as much as reading a
+        chunk, so they are looked up once per file and process."""
+        if self._pid != os.getpid():  # a forked worker: never use the parent's handles
+            self._files = {}
+            self._pid = os.getpid()
+        entry = self._files.get(path)
+        if entry is None or not entry[0].id.valid:  # first use, or closed by close_shards()
+            handle = open_shard(Path(path))
+            fixed = handle.attrs.get("layout") == "fixed"
+            datasets = {name: handle[name] if fixed and name in handle else None
+                        for name in ("images", "masks", "roi")}
+            entry = (handle, fixed, datasets)
+            self._files[path] = entry
+        return entry
+
+    def _read(self, path: str, name: str, index: int, required: bool = True) -> np.ndarray | None:
+        try:
+            handle, fixed, datasets = self._open(path)
+            if fixed:
+                dataset = datasets[name]
+                if dataset is None:
+                    array = None
+                elif index >= dataset.shape[0]:
+                    raise ShardError(f"{path}: index {index} out of range for {name} "
+                                     f"({dataset.shape[0]} samples)")
+                else:
+                    array = dataset[index]  # one chunk: one sample
+            else:
+                key = f"{name}/{index:07d}"
+                array = handle[key][()] if key in handle else None
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt shard: "
+                             f"{exc})") from None
+        if array is None and required:
+            raise ShardError(f"{path}: holds no {name} for index {index}")
+        return array
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Sample ``i`` as uint8 arrays at ``self.size``: image (H, W, 3), mask, ROI or None."""
+        image = self._read(self._image_shards[i], "images", self._image_index[i])
+        roi = self._read(self._image_shards[i], "roi", self._image_index[i], required=False)
+        mask = self._read(self._mask_shards[i], "masks", self._mask_index[i])
+        if self.raw_masks or mask.max() > 127:
+            if not self._warned_raw:
+                log.warning("%s: sample %s has mask values > 127 (raw 0/255 mask?); mapping "
+                            "them to class 1", self.manifest_path, self._ids[i])
+                self._warned_raw = True
+            mask = (mask > 127).view(np.uint8)
+        if self._resize:
+            image = _resize(image, self.size, smooth=True)
+            mask = _resize(mask, self.size, smooth=False)
+            if roi is not None:
+                roi = _resize(roi, self.size, smooth=False)
+        return image, mask, roi
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, mask, roi = self._load(i)
+        return {
+            "image": image_to_tensor(image, self.mean, self.std),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "roi": torch.from_numpy(roi if roi is not None else np.ones(self.size, dtype=np.uint8)),
+            "sample_id": self._ids[i],
+            "index": i,
+        }
+
+    def __getitems__(self, indices: list[int]) -> "RawBatch":
+        """A whole batch at once, as uint8 (the DataLoader calls this instead of ``__getitem__``).
+
+        Why uint8: a worker hands its batch to the main process through newly allocated shared
+        memory, and allocating and touching it costs more than reading the sample. float32
+        images and int64 masks are 2.6 MB per 352x352 sample, uint8 0.5 MB. The loader from
+        ``make_loader`` turns the batch into the documented float32/int64 tensors in the main
+        process (``finish_batch``); any other collate sees ordinary items.
+        """
+        height, width = self.size
+        shared = get_worker_info() is not None
+        images = _empty((len(indices), height, width, 3), shared)
+        masks = _empty((len(indices), height, width), shared)
+        image_np, mask_np = images.numpy(), masks.numpy()
+        roi_list = []
+        for k, i in enumerate(indices):
+            image, mask, roi = self._load(i)
+            image_np[k] = image
+            mask_np[k] = mask
+            roi_list.append(roi)
+        rois = None  # most samples have no ROI: all ones, made in the main process
+        if any(roi is not None for roi in roi_list):
+            rois = _empty((len(indices), height, width), shared)
+            for k, roi in enumerate(roi_list):
+                rois.numpy()[k] = 1 if roi is None else roi
+        return RawBatch({"image": images, "mask": masks, "roi": rois,
+                         "sample_id": [self._ids[i] for i in indices],
+                         "index": torch.tensor(indices, dtype=torch.int64),
+                         "mean": self.mean, "std": self.std})
+
+
+def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """A uint8 tensor; in a worker, in shared memory, so that it reaches the main process
+    without a copy (as ``default_collate`` does)."""
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+class RawBatch(list):
+    """A batch as ``ShardDataset.__getitems__`` reads it: uint8 arrays in ``.raw``.
+
+    As a list it holds the ordinary items (built on access), so ``default_collate`` or any
+    other collate function still gets what ``__getitem__`` returns."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(range(len(raw["sample_id"])))
+        self.raw = raw
+
+    def _item(self, k: int) -> dict[str, Any]:
+        raw = self.raw
+        return {"image": image_to_tensor(raw["image"][k].numpy(), raw["mean"], raw["std"]),
+                "mask": raw["mask"][k].to(torch.int64),
+                "roi": raw["roi"][k] if raw["roi"] is not None else torch.ones(raw["mask"].shape[1:], dtype=torch.uint8),
+                "sample_id": raw["sample_id"][k], "index": int(raw["index"][k])}
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self._item(j) for j in range(len(self))[k]]
+        return self._item(range(len(self))[k])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._item(k) for k in range(len(self)))
+
+
+class _RawCollated(dict):
+    """A collated uint8 batch on its way to the main process (see ``finish_batch``)."""
+
+
+def collate(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate``, except that a ``RawBatch`` is passed on as it is (still uint8)."""
+    if isinstance(data, RawBatch):
+        return _RawCollated(data.raw)
+    return default_collate(data)
+
+
+def finish_batch(batch: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """uint8 batch -> ``image`` float32 (N, 3, H, W) normalised, ``mask`` int64, ``roi`` uint8.
+
+    numpy rather than torch element-wise ops: torch's intra-op threads make these several
+    times slower when the cores are busy with the workers."""
+    if not isinstance(batch, _RawCollated):
+        return batch
+    images = batch["image"].numpy()
+    n, height, width, _ = images.shape
+    image = torch.empty((n, 3, height, width), dtype=torch.float32, pin_memory=pin_memory)
+    mask = torch.empty((n, height, width), dtype=torch.int64, pin_memory=pin_memory)
+    out = image.numpy()
+    np.subtract(images.transpose(0, 3, 1, 2), batch["mean"][None, :, None, None], out=out,
+                dtype=np.float32)
+    out *= (1.0 / batch["std"])[None, :, None, None]
+    mask.numpy()[...] = batch["mask"].numpy()
+    roi = batch["roi"]
+    if roi is None:
+        roi = torch.from_numpy(np.ones((n, height, width), dtype=np.uint8))
+    if pin_memory:
+        roi = roi.pin_memory()
+    return {"image": image, "mask": mask, "roi": roi, "sample_id": batch["sample_id"],
+            "index": batch["index"]}
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader whose ``ShardDataset`` batches are finished (normalised, cast) in the main
+    process, into pinned memory when ``pin_finished`` (pinning the uint8 batch would be wasted)."""
+
+    def __init__(self, *args: Any, pin_finished: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pin_finished = pin_finished
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in super().__iter__():
+            yield finish_batch(batch, pin_memory=self.pin_finished)
+
+
+class EpochSampler(Sampler[int]):
+    """Order of one epoch = a function of (seed, epoch) only, so a resumed run sees the same
+    batches as an uninterrupted one. ``set_epoch`` as for ``DistributedSampler``; without it
+    the epoch advances by one per pass, which gives the same orders."""
+
+    def __init__(self, length: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> None:
+        self.length = length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        self.epoch += 1
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    # Never cv2.setNumThreads() here: reconfiguring OpenCV's thread pool in a forked child
+    # whose parent already used it deadlocks.
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0,
+                drop_last: bool = False, distributed: bool = False, pin_memory: bool | None = None,
+                epoch: int = 0) -> DataLoader:
+    """A DataLoader whose order for a given epoch depends only on ``seed + epoch``.
+
+    Batches are dicts of ``image`` float32 (N, 3, H, W), ``mask`` int64 (N, H, W), ``roi``
+    uint8 (N, H, W), ``sample_id`` list of str, ``index`` int64 (N,). A ``ShardDataset`` is
+    read a batch at a time and sent from the workers as uint8 (see ``__getitems__``).
+
+    ``loader.sampler.set_epoch(e)`` works in both modes (an ``EpochSampler``, or a
+    ``DistributedSampler`` when ``distributed``). Workers persist across epochs.
+    """
+    if batch_size < 1:
+        raise SegtrainError(f"batch_size must be >= 1; got {batch_size}")
+    if workers < 0:
+        raise SegtrainError(f"workers must be >= 0; got {workers}")
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    if distributed:
+        sampler: Sampler[int] = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch)
+    generator = torch.Generator()
+    generator.manual_seed(seed + epoch)
+    if workers > 0:
+        close_shards()  # nothing open when the workers fork
+    inner = dataset
+    while isinstance(inner, Subset):  # Subset passes __getitems__ through to its dataset
+        inner = inner.dataset
+    batched = isinstance(inner, ShardDataset)  # uint8 batches, finished in this process
+    return ShardLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                       collate_fn=collate, worker_init_fn=_seed_worker if workers > 0 else None,
+                       generator=generator, persistent_workers=workers > 0,
+                       pin_memory=pin_memory and not batched, pin_finished=pin_memory and batched,
+                       drop_last=drop_last)

@@ -1,0 +1,206 @@
+"""``segtrain predict``: run a trained checkpoint on image files, folders or manifests.
+
+Each input image is resized to the size the model was trained at, run through the model, and
+its logits are resized back (bilinear) and thresholded, so the mask PNG (0/255) and the overlay
+(the image with the predicted contour) have the input's own size and the mask stays binary.
+
+Inputs: image files (png, jpg, bmp, tif), folders of them (not recursive), and manifests
+(``.csv``: every non-excluded row, or one ``--split``; images are read from the shards).
+An unreadable file is reported and skipped; the other images are still predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from segtrain.errors import SegtrainError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CONTOUR_BGR = (0, 255, 255)  # yellow: visible on endoscopy, dermoscopy and fundus images alike
+
+
+@dataclass
+class Item:
+    name: str                                 # output file stem
+    source: str                               # what to report: a file path or manifest:sample_id
+    read: Callable[[], np.ndarray]            # -> uint8 RGB (H, W, 3)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """uint8 RGB (H, W, 3) from any file cv2 decodes (grey, 16-bit and RGBA become 8-bit RGB).
+
+    np.fromfile + imdecode rather than imread: imread fails silently on some non-ASCII paths.
+    """
+    path = Path(path)
+    try:
+        buffer = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise SegtrainError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if buffer.size == 0:
+        raise SegtrainError(f"{path}: empty file")
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise SegtrainError(f"{path}: not a readable image (valid: {', '.join(IMAGE_SUFFIXES)})")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _safe_name(text: str) -> str:
+    """A file stem from a sample id or file stem: ``kvasir-seg/cju0q`` -> ``kvasir-seg__cju0q``."""
+    return re.sub(r"[^\w.~+-]", "_", text.replace("/", "__")) or "image"
+
+
+def _manifest_items(path: Path, split: str | None) -> Iterator[Item]:
+    from segprep.manifest import active, read_manifest
+    from segprep.shards import read_image
+
+    table = active(read_manifest(path), split)
+    if table.empty:
+        raise SegtrainError(f"{path}: no rows that are not excluded"
+                            f"{f' in split {split!r}' if split else ''}")
+    root = path.parent
+    for row in table.itertuples(index=False):
+        shard, index = root / row.image_shard, int(row.image_index)
+        yield Item(_safe_name(row.sample_id), f"{path}:{row.sample_id}",
+                   lambda shard=shard, index=index: read_image(shard, index))
+
+
+def collect_inputs(inputs: list[Path], split: str | None = None) -> list[Item]:
+    """The images named by ``inputs``, in order, with unique output names."""
+    items: list[Item] = []
+    manifests = 0
+    for path in map(Path, inputs):
+        if not path.exists():
+            raise SegtrainError(f"{path}: input not found (give image files, folders or manifest .csv files)")
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise SegtrainError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            items += [Item(_safe_name(f.stem), str(f), lambda f=f: read_image_file(f)) for f in files]
+        elif path.suffix.lower() == ".csv":
+            manifests += 1
+            items += list(_manifest_items(path, split))
+        else:
+            items.append(Item(_safe_name(path.stem), str(path), lambda p=path: read_image_file(p)))
+    if split is not None and not manifests:
+        raise SegtrainError(f"--split {split} applies to manifest inputs (.csv) only")
+    seen: dict[str, int] = {}
+    for item in items:  # two inputs with the same stem must not overwrite each other's outputs
+        count = seen.get(item.name, 0)
+        seen[item.name] = count + 1
+        if count:
+            item.name = f"{item.name}-{count + 1}"
+    return items
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """BGR copy of ``image`` (RGB) with the contour of ``mask`` drawn on it."""
+    canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    thickness = max(1, round(min(mask.shape) / 200))
+    cv2.drawContours(canvas, contours, -1, CONTOUR_BGR, thickness)
+    return canvas
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise SegtrainError(f"{path}: could not encode the PNG")
+    encoded.tofile(path)  # tofile: non-ASCII paths work everywhere
+
+
+def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """As the data module resizes training samples: area when shrinking, linear when growing."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height <= image.shape[0] and width <= image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+@torch.no_grad()
+def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float | None = None,
+            device: str = "auto", split: str | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Write ``out/masks/<name>.png`` (0/255), ``out/overlays/<name>.png`` and ``out/predictions.csv``.
+
+    Returns ``{"written", "skipped" (list of [input, reason]), "out", "seconds", "images_per_s"}``.
+    """
+    from segtrain.checkpoint import load_model
+    from segtrain.data import image_to_tensor, resolve_normalization
+    from segtrain.evaluate import foreground, forward_at_size
+    from segtrain.trainer import resolve_amp, resolve_device
+
+    if batch_size < 1:
+        raise SegtrainError(f"batch size must be >= 1; got {batch_size}")
+    items = collect_inputs(inputs, split)
+    torch_device = resolve_device(device)
+    model, ckpt = load_model(checkpoint, torch_device)
+    threshold = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
+    if not 0.0 < threshold < 1.0:
+        raise SegtrainError(f"threshold must be between 0 and 1; got {threshold}")
+    input_size = tuple(ckpt.get("input_size") or ())
+    if len(input_size) != 2:
+        raise SegtrainError(f"{checkpoint}: no input_size recorded; checkpoints from `segtrain run` have one")
+    mean, std = resolve_normalization(ckpt.get("normalize", "imagenet"))
+    amp_dtype = resolve_amp("auto", torch_device)
+    divisor = int(getattr(model, "required_divisor", 1) or 1)
+    channels_last = torch_device.type == "cuda" and bool(ckpt.get("config", {}).get("channels_last"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    out = Path(out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    skipped: list[list[str]] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
+    for first in range(0, len(items), batch_size):
+        batch: list[tuple[Item, np.ndarray]] = []
+        for item in items[first:first + batch_size]:
+            try:
+                batch.append((item, item.read()))
+            except Exception as exc:  # noqa: BLE001  one bad image never stops the others
+                reason = str(exc) if isinstance(exc, SegtrainError) else f"{type(exc).__name__}: {exc}"
+                log.warning("skipping %s: %s", item.source, reason)
+                skipped.append([item.source, reason])
+        bar.update(len(items[first:first + batch_size]))
+        if not batch:
+            continue
+        x = torch.stack([image_to_tensor(_resize_image(image, input_size), mean, std) for _, image in batch])
+        logits = forward_at_size(model, x.to(torch_device), None, divisor=divisor, amp_dtype=amp_dtype,
+                                 channels_last=channels_last)
+        for (item, image), item_logits in zip(batch, logits):
+            height, width = image.shape[:2]
+            resized = F.interpolate(item_logits[None], size=(height, width), mode="bilinear", align_corners=False)
+            mask = foreground(resized, threshold)[0].cpu().numpy().astype(np.uint8)
+            write_png(out / "masks" / f"{item.name}.png", mask * 255)
+            write_png(out / "overlays" / f"{item.name}.png", overlay(image, mask))
+            records.append({"name": item.name, "input": item.source, "height": height, "width": width,
+                            "fg_fraction": float(mask.mean())})
+    bar.close()
+    seconds = time.perf_counter() - start
+    pd.DataFrame(records, columns=["name", "input", "height", "width", "fg_fraction"]).to_csv(
+        out / "predictions.csv", index=False, float_format="%.6g", lineterminator="\n")
+    if not records:
+        raise SegtrainError(f"no image could be read ({len(skipped)} skipped; first: {skipped[0][0]}: "
+                            f"{skipped[0][1]})" if skipped else "no input images")
+    return {"written": len(records), "skipped": skipped, "out": str(out), "seconds": seconds,
+            "images_per_s": len(records) / seconds if seconds > 0 else None}

@@ -1,0 +1,639 @@
+"""The training loop behind ``segtrain run``: setup, one epoch, validate, checkpoint, early stop.
+
+Read top to bottom, as one would read nanoGPT's train.py:
+
+1. ``setup``: device, process group (DDP under torchrun), seeds, datasets and loaders, model
+   (channels-last, torch.compile, DDP), loss, optimizer, scheduler, grad scaler; ``--resume``
+   restores all of it, RNG states included, from ``last.pt``.
+2. ``train_one_epoch``: the usual forward / loss / backward / step under autocast.
+3. ``validate``: loss and Dice/IoU on the val split, confusion counts reduced over ranks.
+4. end of epoch: scheduler, history, ``last.pt`` every epoch, ``best.pt`` on a better val Dice,
+   early stop.
+5. ``test``: the best checkpoint on the test split at the stored size: test_per_image.csv,
+   summary.json, curves.png, predictions.png.
+
+Only rank 0 writes files and reports; every rank trains, validates and tests its share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from segtrain import distributed as D
+from segtrain.checkpoint import (rng_state, read_checkpoint, save_checkpoint, set_rng_state,
+                                 versions)
+from segtrain.config import RunConfig
+from segtrain.errors import SegtrainError
+from segtrain.evaluate import autocast, evaluate, main_logits, predict_masks, write_per_image
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr",
+                   "epoch_seconds", "images_per_s", "data_wait_share")
+PLOT_SAMPLES = 4  # best and worst test images shown in predictions.png, each
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if name == "cuda":
+        built = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+        raise SegtrainError(f"--device cuda: CUDA is not available ({built}, torch {torch.__version__}); "
+                            f"use --device cpu or --device auto")
+    return torch.device("cpu")
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full float32.
+
+    auto: bf16 on GPUs that have it (no loss scaling needed), fp16 + GradScaler on older
+    GPUs, off on CPU (CPU autocast is slower than float32 for convolutions).
+    """
+    if mode == "off":
+        return None
+    if device.type != "cuda":
+        if mode == "auto":
+            return None
+        if mode == "bf16":
+            return torch.bfloat16
+        raise SegtrainError("--amp fp16 needs CUDA; on CPU use --amp bf16, off or auto")
+    bf16 = torch.cuda.is_bf16_supported()
+    if mode == "bf16" and not bf16:
+        raise SegtrainError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+                            f"use --amp fp16 or auto")
+    if mode == "fp16":
+        return torch.float16
+    return torch.bfloat16 if bf16 else torch.float16
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_optimizer(name: str, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    # fused kernels are the fastest Adam on CUDA; the CPU keeps the default (foreach) path
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, **fused)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, **fused)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    raise SegtrainError(f"unknown optimizer {name!r}; valid: adam, adamw, nadam, sgd")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
+    """Stepped once per epoch (plateau: on the val Dice)."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "poly":  # the DeepLab schedule
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs) ** 0.9)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
+    if name == "none":
+        return None
+    raise SegtrainError(f"unknown scheduler {name!r}; valid: cosine, plateau, poly, none")
+
+
+def check_names(config: RunConfig) -> None:
+    """Fail on a wrong model or loss name before any data is read."""
+    from segtrain.losses import LOSSES
+    from segtrain.models import MODELS
+
+    if config.model not in MODELS:
+        raise SegtrainError(f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
+    if config.loss not in LOSSES:
+        raise SegtrainError(f"unknown loss {config.loss!r}; valid losses: {', '.join(LOSSES)}")
+
+
+def dice_iou(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU from ``(N, 4)`` tp/fp/fn/tn counts; 1 when both masks are empty
+    (the convention of :mod:`segtrain.metrics`)."""
+    tp, fp, fn = counts[:, 0].double(), counts[:, 1].double(), counts[:, 2].double()
+    dice_den, iou_den = 2 * tp + fp + fn, tp + fp + fn
+    dice = torch.where(dice_den > 0, 2 * tp / dice_den.clamp_min(1), torch.ones_like(tp))
+    iou = torch.where(iou_den > 0, tp / iou_den.clamp_min(1), torch.ones_like(tp))
+    return dice, iou
+
+
+class StoredSizeDataset(Dataset):
+    """The rows of a ``ShardDataset`` at their stored size (no resize), for scoring test
+    images against their untouched masks when training used ``--size``."""
+
+    def __init__(self, dataset) -> None:
+        self.rows = dataset.rows
+        self.root = dataset.manifest_path.parent
+        self.mean, self.std = dataset.mean, dataset.std
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from segprep.shards import load_sample
+        from segtrain.data import image_to_tensor
+
+        row = self.rows.iloc[i]
+        sample = load_sample(self.root, row)
+        mask = sample.mask if sample.mask.max() <= 127 else (sample.mask > 127).view(np.uint8)
+        roi = sample.roi if sample.roi is not None else np.ones(mask.shape, np.uint8)
+        return {"image": image_to_tensor(sample.image, self.mean, self.std),
+                "mask": torch.from_numpy(mask.astype(np.int64)), "roi": torch.from_numpy(roi),
+                "sample_id": row["sample_id"], "index": i}
+
+
+def stored_size(dataset) -> Dataset:
+    """``dataset`` when it already serves every sample at its stored size, else a reader that does."""
+    sizes = set(zip(dataset.rows["height"].tolist(), dataset.rows["width"].tolist()))
+    return dataset if sizes == {tuple(dataset.size)} else StoredSizeDataset(dataset)
+
+
+# ----------------------------------------------------------------------------- run state
+
+@dataclass
+class Run:
+    """Everything the loop touches, in one place."""
+
+    config: RunConfig
+    dist: D.DistInfo
+    device: torch.device
+    out: Path
+    raw_model: nn.Module            # plain module: state dicts, checkpoints
+    eval_model: nn.Module           # compiled (when asked), without DDP: each rank scores its share
+    model: nn.Module                # what the training step calls (DDP-wrapped under torchrun)
+    criterion: nn.Module            # deep-supervision aware training loss
+    val_loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    train_set: Dataset
+    val_set: Dataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    input_size: tuple[int, int]
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0                  # epochs completed
+    best_epoch: int = 0
+    best_dice: float = -1.0
+    stale_epochs: int = 0           # epochs since the val Dice last improved
+    started: float = field(default_factory=time.perf_counter)
+
+
+def setup(config: RunConfig) -> Run:
+    from segtrain.data import ShardDataset, make_loader
+    from segtrain.losses import DeepSupervisionLoss, build_loss
+    from segtrain.models import build_model
+
+    check_names(config)
+    local = D.env_info()
+    device = resolve_device(config.device, local.local_rank)
+    amp_dtype = resolve_amp(config.amp, device)
+    info = D.setup(device.type)
+    out = config.out_dir
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not config.resume and (out / "last.pt").exists():
+            log.warning("%s holds an earlier run; its files are overwritten (use --resume to continue it)", out)
+    # Every rank starts from its own seed (different dropout masks); DDP copies rank 0's weights.
+    seed_everything(config.seed + info.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotuned kernels pay off
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    size = tuple(config.size) if config.size else None
+    train_set = ShardDataset(config.manifest, "train", size=size, normalize=config.normalize)
+    val_set = ShardDataset(config.manifest, "val", size=size, normalize=config.normalize)
+    input_size = tuple(train_set.size)
+    if tuple(val_set.size) != input_size:
+        raise SegtrainError(f"{config.manifest}: val samples are {val_set.size[0]}x{val_set.size[1]}, train "
+                            f"samples {input_size[0]}x{input_size[1]}; pass --size HxW to train on mixed sizes")
+    per_rank = len(train_set) // info.world_size
+    # Drop the ragged last batch (noisy batch-norm statistics) unless there would be no batch at all.
+    drop_last = per_rank >= config.batch_size
+    train_loader = make_loader(train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
+                               seed=config.seed, drop_last=drop_last, distributed=info.enabled,
+                               pin_memory=device.type == "cuda")
+    # Validation: a strided share per rank, no padding, so every image counts exactly once.
+    val_share = Subset(val_set, list(range(info.rank, len(val_set), info.world_size)))
+    val_loader = make_loader(val_share, batch_size=config.batch_size, shuffle=False, workers=config.workers,
+                             seed=config.seed, pin_memory=device.type == "cuda")
+
+    model_kwargs = dict(config.model_kwargs)
+    if config.base_channels is not None:
+        model_kwargs["base_channels"] = config.base_channels
+    if config.deep_supervision:
+        model_kwargs["deep_supervision"] = True
+    raw_model = build_model(config.model, **model_kwargs).to(device)
+    if config.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    eval_model: nn.Module = raw_model
+    if config.compile:
+        eval_model = torch.compile(raw_model)
+    model: nn.Module = eval_model
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            eval_model, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True)
+
+    val_loss = build_loss(config.loss, **config.loss_kwargs)
+    criterion = DeepSupervisionLoss(val_loss)  # a plain tensor passes straight through
+    optimizer = build_optimizer(config.optimizer, raw_model.parameters(), config.lr, device)
+    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs)
+    # Loss scaling only for fp16: bf16 has float32's exponent range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    run = Run(config=config, dist=info, device=device, out=out, raw_model=raw_model, eval_model=eval_model,
+              model=model, criterion=criterion, val_loss=val_loss, optimizer=optimizer, scheduler=scheduler,
+              scaler=scaler, amp_dtype=amp_dtype, train_set=train_set, val_set=val_set,
+              train_loader=train_loader, val_loader=val_loader, input_size=input_size)
+    if config.resume:
+        resume(run)
+    return run
+
+
+def resume(run: Run) -> None:
+    """Restore ``last.pt``: weights, optimizer, scheduler, scaler, history, counters, RNG states."""
+    path = run.out / "last.pt"
+    if not path.is_file():
+        raise SegtrainError(f"--resume: {path} not found; start without --resume, or point --out at the "
+                            f"folder of the run to continue")
+    checkpoint = read_checkpoint(path, map_location="cpu")
+    kwargs = run.raw_model.segkit_kwargs
+    if checkpoint["model_name"] != run.config.model or checkpoint["model_kwargs"] != kwargs:
+        raise SegtrainError(f"--resume: {path} holds {checkpoint['model_name']} {checkpoint['model_kwargs']}, "
+                            f"this run builds {run.config.model} {kwargs}; use the same model options")
+    run.raw_model.load_state_dict(checkpoint["model_state"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if run.scheduler is not None and checkpoint.get("scheduler"):
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if hasattr(run.scheduler, "T_max"):  # --epochs may have been raised for the resumed run
+            run.scheduler.T_max = run.config.epochs
+    if run.scaler.is_enabled() and checkpoint.get("scaler"):
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    run.history = [dict(row) for row in checkpoint["history"]]
+    run.epoch = int(checkpoint["epoch"])
+    run.best_epoch = int(checkpoint["best_epoch"])
+    run.best_dice = float(checkpoint["best_val_dice"])
+    run.stale_epochs = int(checkpoint["stale_epochs"])
+    states = checkpoint["rng"]
+    set_rng_state(states[run.dist.rank] if len(states) == run.dist.world_size else states[0])
+    log.info("resumed %s at epoch %d (best epoch %d, val Dice %.4f)", path, run.epoch, run.best_epoch,
+             run.best_dice)
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One pass over the train split; returns loss, images/s and the share of time spent waiting for data."""
+    config, device = run.config, run.device
+    run.model.train()
+    run.train_loader.sampler.set_epoch(epoch)  # the order is a function of (seed, epoch) alone
+    steps = len(run.train_loader)
+    loss_sum, images, data_wait = 0.0, 0, 0.0
+    pending: tuple[int, torch.Tensor] | None = None  # the previous step's loss, not yet read
+    bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+               disable=None if run.dist.is_main else True)
+    start = time.perf_counter()
+    batches = iter(run.train_loader)
+    for step in range(1, steps + 1):
+        wait_start = time.perf_counter()
+        batch = next(batches)
+        data_wait += time.perf_counter() - wait_start
+        x = batch["image"].to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = batch["mask"].to(device, non_blocking=True)
+        if run.raw_model.num_classes == 1:
+            target = (target > 0).long()  # binary logits: every foreground class is foreground
+        roi = batch["roi"].to(device, non_blocking=True)
+
+        with autocast(device, run.amp_dtype):
+            output = run.model(x)
+        # the loss in float32: sigmoid/log of half-precision logits loses the small gradients
+        if isinstance(output, (list, tuple)):
+            output = [o.float() for o in output]
+        else:
+            output = output.float()
+        loss = run.criterion(output, target, roi)
+
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+
+        # Mean over ranks: every rank sees the same value, so a NaN stops them all together.
+        reduced = D.all_reduce_sum(loss.detach().float().clone()) / run.dist.world_size
+        # Read the previous step's loss, not this one's: .item() waits for the GPU, and by now the
+        # previous loss is long computed, so the CPU stays one step ahead instead of idling the GPU.
+        if pending is not None:
+            loss_sum += check_loss(*pending, epoch, steps, bar)
+        pending = (step, reduced)
+        images += x.shape[0] * run.dist.world_size
+        bar.update()
+    if pending is not None:
+        loss_sum += check_loss(*pending, epoch, steps, bar)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum / max(steps, 1), "train_seconds": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0,
+            "data_wait_share": data_wait / seconds if seconds > 0 else 0.0}
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the loop; ``train`` turns it into a SegtrainError naming the last good checkpoint."""
+
+
+def check_loss(step: int, loss: torch.Tensor, epoch: int, steps: int, bar: tqdm) -> float:
+    value = loss.item()
+    if not math.isfinite(value):
+        bar.close()
+        raise NonFiniteLoss(f"training loss is {value} at epoch {epoch}, step {step}/{steps}")
+    bar.set_postfix(loss=f"{value:.4f}")
+    return value
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict[str, float]:
+    """Val loss and mean per-image Dice/IoU (threshold ``config.threshold``), over all ranks."""
+    device = run.device
+    from segtrain.metrics import batch_confusion
+
+    run.eval_model.eval()
+    # loss * images, dice sum, iou sum, images; float64 so sums over many images stay exact
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    for batch in run.val_loader:
+        x = batch["image"].to(device, non_blocking=True)
+        if run.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = batch["mask"].to(device, non_blocking=True)
+        if run.raw_model.num_classes == 1:
+            target = (target > 0).long()
+        roi = batch["roi"].to(device, non_blocking=True)
+        with autocast(device, run.amp_dtype):
+            logits = main_logits(run.eval_model(x))
+        logits = logits.float()
+        loss = run.val_loss(logits, target, roi)
+        dice, iou = dice_iou(batch_confusion(logits, target, roi, threshold=run.config.threshold))
+        n = x.shape[0]
+        totals += torch.stack([loss.double() * n, dice.sum(), iou.sum(),
+                               torch.tensor(float(n), dtype=torch.float64, device=device)])
+    D.all_reduce_sum(totals)
+    n = max(totals[3].item(), 1.0)
+    return {"val_loss": totals[0].item() / n, "val_dice": totals[1].item() / n, "val_iou": totals[2].item() / n}
+
+
+# ----------------------------------------------------------------------------- checkpoints and files
+
+def checkpoint_state(run: Run, rng_states: list[dict]) -> dict[str, Any]:
+    return {
+        "model_name": run.raw_model.segkit_name,
+        "model_kwargs": dict(run.raw_model.segkit_kwargs),
+        "model_state": run.raw_model.state_dict(),
+        "input_size": list(run.input_size),
+        "normalize": run.config.normalize,
+        "threshold": run.config.threshold,
+        "config": run.config.to_dict(),
+        "epoch": run.epoch,
+        "best_epoch": run.best_epoch,
+        "best_val_dice": run.best_dice,
+        "stale_epochs": run.stale_epochs,
+        "history": [dict(row) for row in run.history],
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else {},
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {},
+        "rng": rng_states,
+        "versions": versions(),
+    }
+
+
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    tmp.replace(path)
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> dict[str, float]:
+    """Scheduler step, history row, checkpoints. Returns the history row."""
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.scheduler.step(stats["val_dice"])
+    elif run.scheduler is not None:
+        run.scheduler.step()
+    improved = stats["val_dice"] > run.best_dice
+    run.epoch = epoch
+    if improved:
+        run.best_epoch, run.best_dice, run.stale_epochs = epoch, stats["val_dice"], 0
+    else:
+        run.stale_epochs += 1
+    row = {"epoch": epoch, "train_loss": stats["train_loss"], "val_loss": stats["val_loss"],
+           "val_dice": stats["val_dice"], "val_iou": stats["val_iou"], "lr": lr,
+           "epoch_seconds": stats["epoch_seconds"], "images_per_s": stats["images_per_s"],
+           "data_wait_share": stats["data_wait_share"]}
+    run.history.append(row)
+    # RNG states last: whatever runs after this point also runs after a resume.
+    rng_states = D.all_gather_objects(rng_state())
+    if run.dist.is_main:
+        state = checkpoint_state(run, rng_states)
+        save_checkpoint(run.out / "last.pt", state)
+        if improved:
+            save_checkpoint(run.out / "best.pt", state)
+        write_history(run.history, run.out / "history.csv")
+    return row
+
+
+def format_epoch(row: dict[str, float], epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val Dice {row['val_dice']:.4f}  IoU {row['val_iou']:.4f}  lr {row['lr']:.2e}  "
+            f"{row['epoch_seconds']:.1f} s  {row['images_per_s']:.1f} img/s")
+
+
+# ----------------------------------------------------------------------------- test
+
+def load_best(run: Run) -> None:
+    """Rank 0 reads best.pt; the weights are broadcast so no rank needs the file system."""
+    if run.dist.is_main:
+        checkpoint = read_checkpoint(run.out / "best.pt", map_location="cpu")
+        run.raw_model.load_state_dict(checkpoint["model_state"])
+    if D.is_distributed():
+        for tensor in run.raw_model.state_dict().values():
+            torch.distributed.broadcast(tensor, 0)
+
+
+def test(run: Run) -> dict[str, Any]:
+    """Score the best checkpoint on the test split (every rank a strided share); rank 0 writes
+    test_per_image.csv and predictions.png. Returns the aggregate metrics and timings."""
+    from segtrain.data import ShardDataset
+    from segtrain.metrics import aggregate
+
+    config = run.config
+    size = tuple(config.size) if config.size else None
+    test_set = stored_size(ShardDataset(config.manifest, "test", size=size, normalize=config.normalize))
+    load_best(run)
+    share = list(range(run.dist.rank, len(test_set), run.dist.world_size))
+    rows, timing = evaluate(run.eval_model, test_set, device=run.device, threshold=config.threshold,
+                            input_size=run.input_size, batch_size=config.batch_size, indices=share,
+                            amp_dtype=run.amp_dtype, channels_last=config.channels_last,
+                            workers=min(config.workers, 2), progress=run.dist.is_main)
+    all_rows = [row for rank_rows in D.all_gather_objects(rows) for row in rank_rows]
+    result: dict[str, Any] = {
+        "inference_images_per_s": timing["images"] / timing["forward_seconds"] if timing["forward_seconds"] else None,
+    }
+    if run.dist.is_main:
+        write_per_image(all_rows, run.out / "test_per_image.csv")
+        result["test"] = {"n_images": len(all_rows), **aggregate(all_rows)}
+        plot_test_predictions(run, test_set, all_rows)
+    return result
+
+
+def plot_test_predictions(run: Run, test_set: Dataset, rows: list[dict[str, Any]]) -> None:
+    from segprep.shards import load_sample
+    from segtrain.plots import plot_predictions
+
+    ranked = sorted(rows, key=lambda r: (-r["dice"], r["sample_id"]))
+    chosen = ranked[:PLOT_SAMPLES]
+    chosen += [r for r in ranked[-PLOT_SAMPLES:] if r not in chosen]
+    index_of = {sid: i for i, sid in enumerate(test_set.rows["sample_id"].tolist())}
+    indices = [index_of[r["sample_id"]] for r in chosen]
+    preds = predict_masks(run.eval_model, test_set, indices, device=run.device, threshold=run.config.threshold,
+                          input_size=run.input_size, amp_dtype=run.amp_dtype)
+    root = Path(run.config.manifest).parent
+    panels = []
+    for row, index, pred in zip(chosen, indices, preds):
+        sample = load_sample(root, test_set.rows.iloc[index])
+        panels.append({"image": sample.image, "mask": sample.mask > 0, "pred": pred > 0,
+                       "title": f"{row['sample_id']}\nDice {row['dice']:.3f}"})
+    plot_predictions(panels, run.out / "predictions.png", n_best=min(PLOT_SAMPLES, len(panels)))
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train, select the best epoch on val Dice, test it, write the run folder; returns the summary.
+
+    ``on_epoch`` is called on rank 0 with each epoch's history row (the CLI prints it).
+    The summary (also ``<out>/summary.json``) holds ``test`` (``n_images``, ``mean``/``std``/
+    ``min``/``max`` per metric and ``global``), ``best_epoch``, ``best_val_dice``,
+    ``epochs_run``, ``stopped_early``, ``train_images_per_s``, ``inference_images_per_s``,
+    ``peak_gpu_memory_mb`` (None on CPU), ``parameters``, ``wall_seconds``, ``versions`` and
+    the run's device, amp, world size and input size.
+    """
+    from segtrain.models import count_parameters
+
+    wall_start = time.perf_counter()
+    try:
+        run = setup(config)
+        if run.dist.is_main:
+            write_json({**config.to_dict(), "resolved": {
+                "device": str(run.device), "amp": amp_name(run.amp_dtype), "world_size": run.dist.world_size,
+                "input_size": list(run.input_size), "model_kwargs": dict(run.raw_model.segkit_kwargs),
+                "host": platform.node()}, "versions": versions()}, run.out / "config.json")
+            log.info("training %s (%d parameters) on %s, %d train / %d val images at %dx%d, amp %s, world %d",
+                     config.model, count_parameters(run.raw_model), run.device, len(run.train_set),
+                     len(run.val_set), *run.input_size, amp_name(run.amp_dtype), run.dist.world_size)
+        if run.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(run.device)
+        stopped_early = False
+        for epoch in range(run.epoch + 1, config.epochs + 1):
+            if config.early_stop and run.stale_epochs >= config.early_stop:
+                stopped_early = True
+                break
+            epoch_start = time.perf_counter()
+            try:
+                stats = train_one_epoch(run, epoch)
+            except NonFiniteLoss as exc:
+                raise SegtrainError(f"{exc}; stopped. {last_good(run)}") from None
+            D.broadcast_buffers(run.raw_model)  # everyone validates (and rank 0 saves) the same BN stats
+            stats.update(validate(run))
+            if not math.isfinite(stats["val_loss"]):
+                raise SegtrainError(f"validation loss is {stats['val_loss']} at epoch {epoch}; stopped. "
+                                    f"{last_good(run)}")
+            stats["epoch_seconds"] = time.perf_counter() - epoch_start
+            row = end_of_epoch(run, epoch, stats)
+            log.info(format_epoch(row, config.epochs))
+            if on_epoch is not None and run.dist.is_main:
+                on_epoch(row)
+        if stopped_early:
+            log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
+                     config.early_stop, run.best_dice, run.best_epoch)
+        if not D.params_in_sync(run.raw_model):
+            raise SegtrainError("the ranks ended with different weights; DDP lost synchronisation")
+
+        result = test(run)
+        peak = None
+        if run.device.type == "cuda":
+            peak_t = torch.tensor(float(torch.cuda.max_memory_allocated(run.device)), device=run.device)
+            peak = D.all_reduce_max(peak_t).item() / 2**20
+        summary: dict[str, Any] = {}
+        if run.dist.is_main:
+            speeds = [row["images_per_s"] for row in run.history]
+            summary = {
+                "run": str(run.out), "manifest": config.manifest, "model": config.model,
+                "model_kwargs": dict(run.raw_model.segkit_kwargs), "loss": config.loss,
+                "epochs_run": len(run.history), "best_epoch": run.best_epoch, "best_val_dice": run.best_dice,
+                "stopped_early": stopped_early,
+                "test": result["test"],
+                # median over epochs: the first epoch carries cudnn autotuning and compilation
+                "train_images_per_s": statistics.median(speeds) if speeds else None,
+                "inference_images_per_s": result["inference_images_per_s"],
+                "peak_gpu_memory_mb": peak,
+                "parameters": count_parameters(run.raw_model),
+                "wall_seconds": time.perf_counter() - wall_start,
+                "train_seconds": sum(row["epoch_seconds"] for row in run.history),
+                "device": str(run.device), "amp": amp_name(run.amp_dtype),
+                "channels_last": config.channels_last, "compile": config.compile,
+                "world_size": run.dist.world_size, "ranks_in_sync": True,
+                "input_size": list(run.input_size),
+                "versions": versions(),
+            }
+            write_json(summary, run.out / "summary.json")
+            from segtrain.plots import plot_curves
+
+            plot_curves(run.history, run.out / "curves.png", best_epoch=run.best_epoch)
+            log.info("test Dice %.4f (mean over %d images); run folder %s",
+                     summary["test"]["mean"]["dice"], summary["test"]["n_images"], run.out)
+        return D.broadcast_object(summary)
+    finally:
+        D.cleanup()
+
+
+def last_good(run: Run) -> str:
+    if run.epoch == 0:
+        return "No checkpoint was written (no epoch completed)."
+    return f"The last good checkpoint is {run.out / 'last.pt'} (epoch {run.epoch})."

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures. Tests use synthetic data only (never ../shared)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """Factory for synthetic raw datasets, made once per argument tuple per session.
+
+    ``root = synth("kvasir-seg", n=12, noise=0.0, seed=0, size=(64, 64)).root``
+    returns a :class:`segprep.synth.SynthResult`. The files are shared between tests:
+    treat them as read-only (copy the folder to change it).
+    """
+    made = {}
+
+    def make(layout: str = "kvasir-seg", n: int = 12, noise: float = 0.0, seed: int = 0,
+             size: tuple[int, int] = (64, 64)):
+        from segprep.synth import make_dataset  # imported here: not every test needs cv2
+
+        key = (layout, n, float(noise), seed, tuple(size))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"synth-{layout}")
+            made[key] = make_dataset(out, layout, n=n, size=tuple(size), noise=noise, seed=seed)
+        return made[key]
+
+    return make

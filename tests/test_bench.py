@@ -1,0 +1,221 @@
+"""`segtrain bench`: leaderboards over tiny synthetic runs, grids, resume, speed-only, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from segprep.manifest import write_manifest
+from segprep.shards import ShardWriter
+from segtrain import bench as B
+from segtrain.cli import main as cli
+from segtrain.errors import SegtrainError
+
+SIZE = 32
+# 1 epoch of 4-8-16-channel U-Nets on 8 images of 32x32: a run takes a second or two on a CPU.
+RUN_ARGS = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--lr", "0.01",
+            "--base-channels", "4"]
+MODELS = "unet,unet-strided"  # both take depth=2 (from the config file)
+
+
+def blob_manifest(root: Path, counts: dict[str, int] | None = None) -> Path:
+    """Bright discs on dark noise, fixed size, train/val/test."""
+    counts = counts or {"train": 8, "val": 4, "test": 4}
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    rows = []
+    shard = "shards/blobs-00000.h5"
+    with ShardWriter(root / shard, "augment", fixed_size=(SIZE, SIZE)) as writer:
+        for split, n in counts.items():
+            for i in range(n):
+                cy, cx = rng.uniform(0.3 * SIZE, 0.7 * SIZE, 2)
+                mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(0.15, 0.3) ** 2 * SIZE**2).astype(np.uint8)
+                image = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
+                image[mask > 0] += np.uint8(150)
+                sample_id = f"blobs/{split}{i:02d}"
+                index = writer.add(sample_id=sample_id, image=image, mask=mask)
+                rows.append({"sample_id": sample_id, "source": "blobs", "split": split, "group": sample_id,
+                             "image_shard": shard, "image_index": index, "mask_shard": shard,
+                             "mask_index": index, "height": SIZE, "width": SIZE,
+                             "fg_fraction": float(mask.mean()), "status": "ok", "issues": "",
+                             "parent_id": "", "image_path": "", "mask_path": ""})
+    return write_manifest(pd.DataFrame(rows), root / "augment.csv")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bench-data")
+    config = root / "tiny.yaml"
+    config.write_text("model_kwargs: {depth: 2}\n")
+    return blob_manifest(root), config
+
+
+@pytest.fixture(scope="module")
+def grid_bench(data, tmp_path_factory) -> tuple[Path, str]:
+    """2 models x 2 losses, run once for the tests that read its output."""
+    manifest, config = data
+    out = tmp_path_factory.mktemp("bench") / "b"
+    result = CliRunner().invoke(cli, ["bench", str(manifest), "--models", MODELS, "--losses", "bce,dice",
+                                      "--out", str(out), "--config", str(config), *RUN_ARGS])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_models_x_losses_leaderboard(grid_bench) -> None:
+    out, output = grid_bench
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    assert list(board.columns) == [*B.LEADERBOARD_COLUMNS, "errors"]
+    assert len(board) == 4
+    assert sorted(zip(board["model"], board["loss"])) == [
+        ("unet", "bce"), ("unet", "dice"), ("unet-strided", "bce"), ("unet-strided", "dice")]
+    dice = board["dice_mean"].tolist()
+    assert dice == sorted(dice, reverse=True) and board["rank"].tolist() == [1, 2, 3, 4]
+    assert board["dice_std"].isna().all()  # one seed: no spread
+    assert (board["params"] > 0).all() and (board["gmacs"] > 0).all() and (board["train_img_s"] > 0).all()
+    for model, loss in zip(board["model"], board["loss"]):
+        summary = json.loads((out / f"{model}-{loss}-s0" / "summary.json").read_text())
+        assert summary["model"] == model and summary["loss"] == loss
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| # | model | loss |" in markdown and "best:" in markdown
+    assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    best = board.iloc[0]
+    assert f"best: {best['model']} / {best['loss']}" in output
+    assert "4 trained, 0 resumed, 0 reused" in output
+
+
+def test_resume_runs_nothing_finished(grid_bench, data) -> None:
+    out, _ = grid_bench
+    manifest, config = data
+    summaries = sorted(out.glob("*/summary.json"))
+    mtimes = [p.stat().st_mtime_ns for p in summaries]
+    args = ["bench", str(manifest), "--models", MODELS, "--losses", "bce,dice", "--out", str(out),
+            "--config", str(config), *RUN_ARGS]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "0 trained, 0 resumed, 4 reused" in result.output
+    assert [p.stat().st_mtime_ns for p in summaries] == mtimes
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 4
+
+    # A half-finished run (last.pt, no summary) is resumed, and only it.
+    (out / "unet-dice-s0" / "summary.json").unlink()
+    calls = []
+
+    def train(config):
+        from segtrain.trainer import train as real_train
+
+        calls.append((Path(config.out).name, config.resume))
+        return real_train(config)
+
+    combos = B.combinations(MODELS.split(","), ["bce", "dice"])
+    base = {"epochs": 1, "batch_size": 4, "workers": 0, "device": "cpu", "lr": 0.01, "base_channels": 4,
+            "model_kwargs": {"depth": 2}}
+    frame, _ = B.run_bench(manifest, combos, seeds=1, out=out, base=base, train=train)
+    assert calls == [("unet-dice-s0", True)]
+    assert (out / "unet-dice-s0" / "summary.json").is_file() and len(frame) == 4
+
+
+def test_grid_file_with_seeds(data, tmp_path) -> None:
+    manifest, config = data
+    grid = tmp_path / "grid.csv"
+    grid.write_text("model,loss,lr,batch-size\nunet,dice,0.01,4\nunet-strided,bce,0.005,\n")
+    out = tmp_path / "g"
+    result = CliRunner().invoke(cli, ["bench", str(manifest), "--grid", str(grid), "--seeds", "2",
+                                      "--out", str(out), "--config", str(config), *RUN_ARGS])
+    assert result.exit_code == 0, result.output
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    assert len(board) == 2 and (board["seeds"] == 2).all() and (board["runs"] == 2).all()
+    assert set(board["options"]) == {"lr=0.01 batch_size=4", "lr=0.005"}
+    assert board["dice_mean"].tolist() == sorted(board["dice_mean"].tolist(), reverse=True)
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["r01-unet-dice-s0", "r01-unet-dice-s1", "r02-unet-strided-bce-s0",
+                       "r02-unet-strided-bce-s1"]
+    config_row2 = json.loads((out / "r02-unet-strided-bce-s1" / "config.json").read_text())
+    assert config_row2["lr"] == 0.005 and config_row2["seed"] == 1 and config_row2["batch_size"] == 4
+
+
+def test_leaderboard_aggregates_seeds_and_failures(tmp_path) -> None:
+    """Aggregation and ordering on hand-made summaries: no training."""
+    def summary(dice: float, iou: float) -> dict:
+        return {"model": "unet", "test": {"mean": {"dice": dice, "iou": iou}}, "parameters": 10,
+                "input_size": [32, 32], "model_kwargs": {"base_channels": 4, "depth": 2},
+                "train_images_per_s": 5.0, "inference_images_per_s": 50.0, "peak_gpu_memory_mb": None,
+                "wall_seconds": 2.0}
+
+    combos = B.combinations(["unet"], ["bce", "dice", "focal"])
+    jobs = B.plan(tmp_path / "m.csv", combos, seeds=2, out=tmp_path, base={"base_channels": 4,
+                                                                           "model_kwargs": {"depth": 2}})
+    outcomes = {("bce", 0): (0.5, 0.4), ("bce", 1): (0.7, 0.6), ("dice", 0): (0.8, 0.7), ("dice", 1): (0.8, 0.7)}
+    results = []
+    for job in jobs:
+        scores = outcomes.get((job.config.loss, job.seed))
+        results.append((job, summary(*scores) if scores else None, None if scores else "loss is nan"))
+    board = B.leaderboard(results)
+    assert board["loss"].tolist() == ["dice", "bce", "focal"]
+    assert board.loc[1, "dice_mean"] == pytest.approx(0.6)
+    assert board.loc[1, "dice_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert board.loc[0, "dice_std"] == 0.0
+    assert math.isnan(board.loc[2, "dice_mean"]) and board.loc[2, "runs"] == 0
+    assert board.loc[2, "errors"] == "loss is nan"
+    paths = B.write_leaderboard(board, tmp_path / "lb")
+    text = paths["md"].read_text()
+    assert "best: unet / dice, test Dice 0.8000 ± 0.0000 (mean over 2 seeds)" in text
+    assert "unet / focal: loss is nan" in text
+
+
+def test_speed_only(tmp_path) -> None:
+    out = tmp_path / "speed"
+    result = CliRunner().invoke(cli, ["bench", "--speed-only", "--models", "unet,segnet", "--size", "32",
+                                      "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                                      "--base-channels", "4", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    speed = pd.read_csv(out / "speed.csv", keep_default_na=False, na_values=[""])
+    assert list(speed.columns) == [*B.SPEED_COLUMNS, "device"]
+    assert list(zip(speed["model"], speed["amp"])) == [("unet", "off"), ("unet", "bf16"),
+                                                       ("segnet", "off"), ("segnet", "bf16")]
+    off = speed[speed["amp"] == "off"]
+    assert (off["status"] == "ok").all() and (off["train_img_s"] > 0).all() and (off["infer_img_s"] > 0).all()
+    assert speed["train_peak_mb"].isna().all()  # CPU: no CUDA memory to report
+    assert "| model | amp |" in (out / "speed.md").read_text()
+
+
+def test_speed_only_odd_size_is_marked(tmp_path) -> None:
+    frame = B.speed_benchmark(["unet"], size=(30, 30), batch_size=1, device="cpu", steps=1, warmup=0,
+                              model_kwargs={"base_channels": 4, "depth": 2}, amp=("off",))
+    assert frame["status"].tolist() == ["n/a: size must be divisible by 4"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "unet,nope"], "unknown model 'nope'; valid models: unet"),
+    (["--losses", "bce,nope"], "unknown loss 'nope'; valid losses: bce"),
+    (["--models", "unet", "--grid", "GRID"], "either --grid or --models"),
+    (["--grid", "GRID"], "unknown column(s) learning_rate; valid columns: model, loss, epochs"),
+    (["--grid", "MISSING"], "grid file not found"),
+])
+def test_bad_input(data, tmp_path, args, message) -> None:
+    manifest, _ = data
+    grid = tmp_path / "grid.csv"
+    grid.write_text("model,learning_rate\nunet,0.1\n")
+    args = [str(grid) if a == "GRID" else str(tmp_path / "missing.csv") if a == "MISSING" else a for a in args]
+    result = CliRunner().invoke(cli, ["bench", str(manifest), "--out", str(tmp_path / "o"), *args, *RUN_ARGS])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()  # checked before anything ran
+
+
+def test_bad_grid_values_and_speed_names(tmp_path) -> None:
+    grid = tmp_path / "grid.csv"
+    grid.write_text("model,epochs\nunet,two\n")
+    with pytest.raises(SegtrainError, match="line 2: epochs must be an integer"):
+        B.read_grid(grid)
+    grid.write_text("model,out\nunet,x\n")
+    with pytest.raises(SegtrainError, match="set by the bench itself"):
+        B.read_grid(grid)
+    with pytest.raises(SegtrainError, match="unknown model"):
+        B.speed_benchmark(["nope"], size=(32, 32), batch_size=1, device="cpu")
+    result = CliRunner().invoke(cli, ["bench"])
+    assert result.exit_code == 1 and "MANIFEST is needed" in result.output

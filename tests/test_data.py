@@ -1,0 +1,222 @@
+"""segtrain.data: the shard dataset and its loader, on tiny manifests written here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from segprep.errors import SegprepError
+from segprep.manifest import write_manifest
+from segprep.shards import ShardWriter
+from segtrain.data import NORMALIZATIONS, ShardDataset, make_loader, resolve_normalization
+from segtrain.errors import SegtrainError
+
+
+def _row(sample_id: str, split: str, shard: str, index: int, size: tuple[int, int],
+         status: str = "ok") -> dict:
+    return dict(sample_id=sample_id, source="t", split=split, group=sample_id, image_shard=shard,
+                image_index=index, mask_shard=shard, mask_index=index, height=size[0],
+                width=size[1], fg_fraction=0.5, status=status, issues="", parent_id="",
+                image_path="", mask_path="")
+
+
+def _image(i: int, size: tuple[int, int]) -> np.ndarray:
+    # Each sample's pixels encode its number, so tests can tell samples apart.
+    image = np.zeros((*size, 3), np.uint8)
+    image[..., 0] = i
+    image[..., 1] = np.arange(size[1], dtype=np.uint8)[None, :]
+    image[..., 2] = 200
+    return image
+
+
+def _mask(i: int, size: tuple[int, int], scale: int = 1) -> np.ndarray:
+    mask = np.zeros(size, np.uint8)
+    mask[: size[0] // 2, : i % size[1] + 1] = scale
+    return mask
+
+
+def make_manifest(root: Path, *, sizes: list[tuple[int, int]], splits: list[str],
+                  statuses: list[str] | None = None, fixed: bool = True, stage: str = "augment",
+                  mask_scale: int = 1, roi_for: tuple[int, ...] = ()) -> Path:
+    statuses = statuses or ["ok"] * len(sizes)
+    shard = "shards/s-00000.h5"
+    with ShardWriter(root / shard, stage, fixed_size=sizes[0] if fixed else None) as writer:
+        for i, size in enumerate(sizes):
+            roi = None
+            if i in roi_for:
+                roi = np.zeros(size, np.uint8)
+                roi[1:-1, 1:-1] = 1
+            writer.add(sample_id=f"t/{i}", image=_image(i, size), mask=_mask(i, size, mask_scale), roi=roi)
+    rows = [_row(f"t/{i}", split, shard, i, size, status)
+            for i, (size, split, status) in enumerate(zip(sizes, splits, statuses))]
+    return write_manifest(pd.DataFrame(rows), root / "m.csv")
+
+
+@pytest.fixture
+def fixed_manifest(tmp_path: Path) -> Path:
+    return make_manifest(tmp_path, sizes=[(16, 24)] * 6,
+                         splits=["train", "train", "train", "train", "val", "test"],
+                         statuses=["ok", "excluded", "repaired", "ok", "ok", "ok"], roi_for=(2,))
+
+
+def test_item_types_shapes_and_values(fixed_manifest: Path) -> None:
+    dataset = ShardDataset(fixed_manifest, "train", normalize="unit")
+    assert len(dataset) == 3
+    assert dataset.manifest_path == fixed_manifest
+    assert list(dataset.rows["sample_id"]) == ["t/0", "t/2", "t/3"]  # t/1 is excluded
+    item = dataset[1]
+    assert item["sample_id"] == "t/2" and item["index"] == 1
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 16, 24)
+    assert item["image"].is_contiguous()
+    assert item["mask"].dtype == torch.int64 and item["mask"].shape == (16, 24)
+    assert item["roi"].dtype == torch.uint8 and item["roi"].shape == (16, 24)
+    expected = torch.from_numpy(_image(2, (16, 24))).permute(2, 0, 1).float() / 255
+    assert torch.allclose(item["image"], expected)
+    assert torch.equal(item["mask"], torch.from_numpy(_mask(2, (16, 24)).astype(np.int64)))
+    assert item["roi"].sum() == 14 * 22  # the stored ROI
+    assert torch.all(dataset[0]["roi"] == 1)  # no ROI: all ones
+
+
+def test_imagenet_and_custom_normalization(fixed_manifest: Path) -> None:
+    pixel = torch.tensor([0.0, 0.0, 200.0]) / 255  # first pixel of t/0: (0, 0, 200)
+    mean, std = (torch.tensor(NORMALIZATIONS["imagenet"][k]) for k in ("mean", "std"))
+    image = ShardDataset(fixed_manifest, "train")[0]["image"]
+    assert torch.allclose(image[:, 0, 0], (pixel - mean) / std, atol=1e-5)
+    # The same normalisation in 0-255 units and in 0-1 units.
+    a = resolve_normalization({"mean": [100, 110, 120], "std": [50, 50, 50]})
+    b = resolve_normalization({"mean": [100 / 255, 110 / 255, 120 / 255], "std": [50 / 255] * 3})
+    assert np.allclose(a[0], b[0]) and np.allclose(a[1], b[1])
+    custom = ShardDataset(fixed_manifest, "val", normalize={"mean": 100, "std": 50})[0]["image"]
+    assert torch.allclose(custom[:, 0, 0], torch.tensor([-1.92, -2.0, 2.0]))  # t/4: (4, 0, 200)
+    with pytest.raises(SegtrainError, match="imagenet, unit"):
+        ShardDataset(fixed_manifest, "train", normalize="zscore")
+
+
+def test_split_filtering_and_empty_split(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, sizes=[(8, 8)] * 3, splits=["train", "train", "val"],
+                             statuses=["ok", "ok", "excluded"])
+    assert len(ShardDataset(manifest, "train")) == 2
+    with pytest.raises(SegtrainError) as info:
+        ShardDataset(manifest, "val")  # its only row is excluded
+    message = str(info.value)
+    assert str(manifest) in message and "'val'" in message and "train (2)" in message
+    with pytest.raises(SegtrainError, match="train, val, test"):
+        ShardDataset(manifest, "training")
+
+
+def test_raw_ingest_masks_are_mapped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = make_manifest(tmp_path, sizes=[(8, 12), (8, 12)], splits=["train", "train"],
+                             fixed=False, stage="ingest", mask_scale=255)
+    with caplog.at_level(logging.WARNING, logger="segtrain.data"):
+        dataset = ShardDataset(manifest, "train")
+    assert sum("raw grey values" in r.message for r in caplog.records) == 1
+    mask = dataset[1]["mask"]
+    assert set(mask.unique().tolist()) == {0, 1}
+    assert torch.equal(mask, torch.from_numpy(_mask(1, (8, 12)).astype(np.int64)))
+
+
+def test_variable_sizes_need_size(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, sizes=[(8, 12), (10, 14), (8, 12)],
+                             splits=["train"] * 3, fixed=False, roi_for=(1,))
+    with pytest.raises(SegtrainError) as info:
+        ShardDataset(manifest, "train")
+    assert "--size" in str(info.value) and "segprep augment" in str(info.value)
+    assert "8x12" in str(info.value) and "10x14" in str(info.value)
+    dataset = ShardDataset(manifest, "train", size=(16, 16))
+    for item in (dataset[0], dataset[1]):
+        assert item["image"].shape == (3, 16, 16)
+        assert item["mask"].shape == (16, 16) and item["roi"].shape == (16, 16)
+        # Nearest resizing keeps labels labels.
+        assert set(item["mask"].unique().tolist()) <= {0, 1}
+        assert set(item["roi"].unique().tolist()) <= {0, 1}
+    assert dataset[1]["roi"].min() == 0  # the stored ROI, resized
+    batch = next(iter(make_loader(dataset, batch_size=3, shuffle=False, workers=0)))
+    assert batch["image"].shape == (3, 3, 16, 16)
+
+
+def test_resize_fixed_layout(fixed_manifest: Path) -> None:
+    item = ShardDataset(fixed_manifest, "train", size=(32, 48))[0]
+    assert item["image"].shape == (3, 32, 48) and item["mask"].shape == (32, 48)
+
+
+def _all_items(loader) -> dict[str, tuple]:
+    seen = {}
+    for batch in loader:
+        for k, sample_id in enumerate(batch["sample_id"]):
+            seen[sample_id] = (batch["image"][k], batch["mask"][k], batch["roi"][k])
+    return seen
+
+
+def test_workers_return_same_samples(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, sizes=[(16, 16)] * 10, splits=["train"] * 10, roi_for=(3,))
+    dataset = ShardDataset(manifest, "train")
+    # Workers=0 first: the parent now holds open handles, which the forked workers must not use.
+    serial = _all_items(make_loader(dataset, batch_size=4, shuffle=False, workers=0))
+    parallel = _all_items(make_loader(dataset, batch_size=4, shuffle=True, workers=2, seed=3))
+    assert serial.keys() == parallel.keys() and len(serial) == 10
+    for i, (sample_id, tensors) in enumerate(sorted(serial.items())):
+        item = dataset[i]  # the per-item path gives what the batched path gives
+        assert item["sample_id"] == sample_id
+        for a, b, c in zip(tensors, parallel[sample_id], (item["image"], item["mask"], item["roi"])):
+            assert torch.equal(a, b) and torch.equal(a, c)
+    assert serial["t/3"][2].min() == 0 and serial["t/2"][2].min() == 1  # ROI only where stored
+
+
+def test_plain_dataloader_gets_ordinary_items(fixed_manifest: Path) -> None:
+    # Without make_loader (default collate), batches still have the documented types.
+    dataset = ShardDataset(fixed_manifest, "train")
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (2, 3, 16, 24)
+    assert batch["mask"].dtype == torch.int64 and batch["roi"].dtype == torch.uint8
+    assert batch["sample_id"] == ["t/0", "t/2"]
+    assert torch.equal(batch["image"][1], dataset[1]["image"])
+    # A Subset (the trainer's val share) goes through the batched path too.
+    subset = torch.utils.data.Subset(dataset, [2, 0])
+    batch = next(iter(make_loader(subset, batch_size=2, shuffle=False, workers=0)))
+    assert batch["sample_id"] == ["t/3", "t/0"] and batch["index"].tolist() == [2, 0]
+    assert torch.equal(batch["image"][0], dataset[2]["image"])
+    assert batch["mask"].dtype == torch.int64 and batch["roi"].shape == (2, 16, 24)
+
+
+def test_epoch_order_is_reproducible(fixed_manifest: Path) -> None:
+    dataset = ShardDataset(fixed_manifest, "train")
+
+    def order(loader) -> list[str]:
+        return [sample_id for batch in loader for sample_id in batch["sample_id"]]
+
+    loader = make_loader(dataset, batch_size=2, shuffle=True, workers=0, seed=5)
+    epochs = [order(loader) for _ in range(4)]
+    # A loader made for epoch 3 (a resumed run) sees what the 4th pass of the first one saw.
+    assert order(make_loader(dataset, batch_size=2, shuffle=True, workers=0, seed=5, epoch=3)) == epochs[3]
+    loader.sampler.set_epoch(1)
+    assert order(loader) == epochs[1]
+    assert len({tuple(e) for e in epochs}) > 1
+    assert order(make_loader(dataset, batch_size=2, shuffle=False, workers=0)) == ["t/0", "t/2", "t/3"]
+
+
+def test_truncated_shard_names_the_file(fixed_manifest: Path) -> None:
+    shard = fixed_manifest.parent / "shards" / "s-00000.h5"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SegprepError, match="s-00000.h5"):
+        ShardDataset(fixed_manifest, "train")
+
+
+def test_corrupt_chunk_names_the_file(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, sizes=[(64, 64)] * 2, splits=["train"] * 2)
+    dataset = ShardDataset(manifest, "train")
+    shard = tmp_path / "shards" / "s-00000.h5"
+    # Overwrite the first image chunk (lzf-compressed) in place: the file still opens.
+    import h5py
+    with h5py.File(shard, "r") as handle:
+        offset = handle["images"].id.get_chunk_info(0).byte_offset
+    with open(shard, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * 64)
+    with pytest.raises(SegprepError, match="s-00000.h5.*images\\[0\\]"):
+        dataset[0]
