@@ -16,7 +16,7 @@ from PIL import Image
 
 from segprep.cli import main
 from segprep.errors import SegprepError
-from segprep.synth import DEFECTS, LAYOUT_SPECS, LAYOUTS, make_dataset
+from segprep.synth import DEFECTS, LAYOUT_DEFECTS, LAYOUT_SPECS, LAYOUTS, make_dataset
 
 # Enough samples that round(noise * n) covers every code of every layout.
 NOISY = dict(n=24, noise=1.0, seed=5, size=(96, 96))
@@ -41,7 +41,8 @@ def read_image(result, stem: str) -> np.ndarray:
 
 
 def components(binary: np.ndarray, connectivity: int) -> list[int]:
-    count, _, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=connectivity)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8),
+                                                          connectivity=connectivity)
     return [int(a) for a in stats[1:count, cv2.CC_STAT_AREA]]
 
 
@@ -67,7 +68,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def shift(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
     h, w = array.shape[:2]
-    return cv2.warpAffine(array, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(array, matrix, (w, h), flags=cv2.INTER_NEAREST)
 
 
 def numbers(text: str) -> tuple[int, ...]:
@@ -183,7 +185,8 @@ def test_domains_look_like_their_data(synth):
         grey = cv2.cvtColor(read_image(fundus, stem), cv2.COLOR_RGB2GRAY).astype(float)
         fov = np.array(Image.open(path_of(fundus, stem, "roi"))) > 0
         vessels = read_mask(fundus, stem) >= 128
-        near = (cv2.dilate(vessels.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & ~vessels & fov
+        around = cv2.dilate(vessels.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        near = around & ~vessels & fov
         assert grey[~fov].mean() < 15 and grey[fov].mean() > 50
         assert grey[vessels].mean() < grey[near].mean() - 10
         assert not (vessels & ~fov).any()
@@ -240,9 +243,10 @@ def test_same_seed_same_bytes(tmp_path, layout):
 def test_clean_pixels_do_not_depend_on_noise(synth):
     clean, noisy = synth("ph2", **CLEAN), synth("ph2", **NOISY)
     untouched = sorted(set(noisy.groups["stem"]) - set(noisy.truth["stem"]))
-    mask_only = noisy.truth.loc[noisy.truth["defect"].isin(["speckle", "empty", "inverted"]), "stem"]
-    for stem in untouched + list(mask_only):
-        assert path_of(clean, stem, "image").read_bytes() == path_of(noisy, stem, "image").read_bytes()
+    mask_defects = noisy.truth["defect"].isin(["speckle", "empty", "inverted"])
+    for stem in untouched + list(noisy.truth.loc[mask_defects, "stem"]):
+        image = path_of(noisy, stem, "image").read_bytes()
+        assert image == path_of(clean, stem, "image").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,7 +265,7 @@ def test_defect_cycle_covers_every_code(tmp_path):
 def test_every_defect_is_what_it_says(synth, layout):
     noisy, clean = synth(layout, **NOISY), synth(layout, **CLEAN)
     expected = set(DEFECTS) - ({"holes"} if layout == "drive" else set())
-    assert set(noisy.truth["defect"]) == expected
+    assert set(noisy.truth["defect"]) == expected == set(LAYOUT_DEFECTS[layout])
     group = dict(zip(noisy.groups["stem"], noisy.groups["group"]))
     for row in noisy.truth.itertuples():
         check = CHECKS[row.defect]
@@ -279,7 +283,8 @@ def check_nonbinary(noisy, clean, stem, details, group):
 def check_speckle(noisy, clean, stem, details, group):
     mask, true = read_mask(noisy, stem), read_mask(clean, stem)
     assert small_specks(mask) >= 3 and small_specks(true) == 0
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((mask >= 128).astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((mask >= 128).astype(np.uint8),
+                                                                connectivity=8)
     object_only = np.isin(labels, [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= 50])
     assert dice(object_only * 255, true) > 0.97  # specks added, nothing else changed
 
@@ -402,8 +407,11 @@ def test_cli_help_and_run(tmp_path):
     with Image.open(out / "PH2 Dataset images/IMD002/IMD002_Dermoscopic_Image/IMD002.bmp") as image:
         assert image.size == (48, 64)
 
-    again = runner.invoke(main, ["synth", str(out), "--layout", "ph2", "--n", "2", "--size", "48x48"])
+    again = runner.invoke(main, ["synth", str(out), "--layout", "ph2", "--n", "2"])
     assert again.exit_code == 1 and "--force" in again.output
+    forced = runner.invoke(main, ["synth", str(out), "--layout", "folder", "--n", "2", "--size",
+                                  "48x48", "--force"])
+    assert forced.exit_code == 0 and not (out / "PH2 Dataset images").exists()
 
 
 def test_cli_rejects_bad_options(tmp_path):

@@ -37,7 +37,8 @@ class SizeType(click.ParamType):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed writes the same bytes.")
 @click.option("--force", is_flag=True,
-              help="Replace an earlier `segprep synth` output in OUT (other files are never touched).")
+              help="Replace an earlier `segprep synth` output in OUT "
+                   "(other files are never touched).")
 def synth(out: Path, layout: str, n: int, size: tuple[int, int], noise: float, seed: int,
           force: bool) -> None:
     """Write a synthetic dataset into OUT in the exact layout of a real one.

@@ -18,7 +18,7 @@ Modules: ``painters`` (one painter per domain), ``defects`` (one function per co
 """
 
 from segprep.synth.defects import DEFECTS
-from segprep.synth.generate import LAYOUTS, SynthResult, make_dataset
+from segprep.synth.generate import LAYOUT_DEFECTS, LAYOUTS, SynthResult, make_dataset
 from segprep.synth.layouts import LAYOUT_SPECS
 
-__all__ = ["DEFECTS", "LAYOUTS", "LAYOUT_SPECS", "SynthResult", "make_dataset"]
+__all__ = ["DEFECTS", "LAYOUTS", "LAYOUT_DEFECTS", "LAYOUT_SPECS", "SynthResult", "make_dataset"]

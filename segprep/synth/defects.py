@@ -104,7 +104,7 @@ def nonbinary(item: Item, ctx: Context) -> tuple[Item, str]:
 
 
 def speckle(item: Item, ctx: Context) -> tuple[Item, str]:
-    """4-10 small isolated specks (discs of radius 2-3 px, 13-29 px) well away from the object."""
+    """4-10 small isolated specks (filled discs of radius 2-3 px) well away from the object."""
     mask = item.mask
     wanted = int(ctx.rng.integers(4, 11))
     points: list[tuple[int, int]] = []
@@ -178,7 +178,8 @@ def misaligned(item: Item, ctx: Context) -> tuple[Item, str]:
         dy, dx = h // 2, w // 2
         best = (0.0, dy, dx, np.roll(mask, (dy, dx), (0, 1)))
     _, dy, dx, moved = best
-    return replace(item, mask=moved), f"shift ({dy}, {dx}), dice with true mask {dice(moved, mask):.2f}"
+    note = f"shift ({dy}, {dx}), dice with true mask {dice(moved, mask):.2f}"
+    return replace(item, mask=moved), note
 
 
 def size_mismatch(item: Item, ctx: Context) -> tuple[Item, str]:

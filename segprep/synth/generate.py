@@ -14,13 +14,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from segprep.errors import SegprepError
-from segprep.synth.defects import COPY_DEFECTS, DEFECTS, INJECT, Context, Item
+from segprep.synth.defects import COPY_DEFECTS, INJECT, Context, Item
 from segprep.synth.layouts import LAYOUT_SPECS, OWN_ENTRIES, Layout, write_item
 from segprep.synth.painters import PAINTERS, Painted, finish_endoscope, paint_polyp_scene
 
 log = logging.getLogger(__name__)
 
 LAYOUTS: tuple[str, ...] = tuple(LAYOUT_SPECS)
+# The codes each layout can carry (drive: no `holes`).
+LAYOUT_DEFECTS: dict[str, tuple[str, ...]] = {name: s.defects for name, s in LAYOUT_SPECS.items()}
 TRUTH_FILE = "synth_truth.csv"
 GROUPS_FILE = "synth_groups.csv"
 MIN_SIDE, MAX_SIDE = 48, 4096  # below 48 px, specks and holes no longer fit
@@ -57,7 +59,8 @@ def _check_arguments(n: int, size: tuple[int, int], noise: float) -> None:
     if n < 1:
         raise SegprepError(f"--n must be at least 1, got {n}")
     if len(size) != 2 or not all(MIN_SIDE <= side <= MAX_SIDE for side in size):
-        raise SegprepError(f"--size must be HxW with sides from {MIN_SIDE} to {MAX_SIDE}, got {size}")
+        raise SegprepError(f"--size must be HxW with sides from {MIN_SIDE} to {MAX_SIDE}, "
+                           f"got {size[0]}x{size[1]}")
     if not 0.0 <= noise <= 1.0:
         raise SegprepError(f"--noise is a fraction of samples from 0 to 1, got {noise}")
 
@@ -73,8 +76,9 @@ def prepare_output(out: Path, force: bool) -> None:
         raise SegprepError(f"{out} already holds files; choose a new or empty folder, "
                            "or pass --force to replace an earlier `segprep synth` output there")
     if not (out / TRUTH_FILE).exists():
-        raise SegprepError(f"{out} holds files that `segprep synth` did not write (no {TRUTH_FILE}); "
-                           "refusing to replace them even with --force: choose a new or empty folder")
+        raise SegprepError(f"{out} holds files that `segprep synth` did not write (no "
+                           f"{TRUTH_FILE}); refusing to replace them even with --force: "
+                           "choose a new or empty folder")
     for name in OWN_ENTRIES:
         path = out / name
         if path.is_dir():
@@ -96,7 +100,7 @@ class Plan:
 
 
 def plan_defects(n: int, noise: float, codes: tuple[str, ...], rng: np.random.Generator) -> Plan:
-    """round(noise * n) samples get one defect each, cycling through a shuffle of ``codes``.
+    """round(noise * n) samples (halves up) get one defect each, cycling a shuffle of ``codes``.
 
     A copy (duplicate, near duplicate) needs a source that is itself no copy and keeps a
     readable image; clean samples are used first so the pair is unambiguous, and no sample
@@ -146,9 +150,11 @@ class SamplePainter:
         self.scene_seeds: list[np.random.SeedSequence] = []
         self._scenes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if layout.video:
-            self._plan_sequences(np.random.default_rng(scene_seed), scene_seed)
+            self._plan_sequences(scene_seed)
 
-    def _plan_sequences(self, rng: np.random.Generator, scene_seed: np.random.SeedSequence) -> None:
+    def _plan_sequences(self, scene_seed: np.random.SeedSequence) -> None:
+        """Sequences of 4-12 frames; each frame's crop offset is a small random walk."""
+        rng = np.random.default_rng(scene_seed)
         m = self.margin
         while len(self.sequence_of) < self.n:
             sequence = len(self.scene_seeds)
@@ -178,7 +184,8 @@ class SamplePainter:
                 del self._scenes[next(iter(self._scenes))]
             h, w = self.size
             rng = np.random.default_rng(self.scene_seeds[sequence])
-            self._scenes[sequence] = paint_polyp_scene(rng, (h + 2 * self.margin, w + 2 * self.margin))
+            m = self.margin
+            self._scenes[sequence] = paint_polyp_scene(rng, (h + 2 * m, w + 2 * m))
         return self._scenes[sequence]
 
     def paint_unrelated(self, seed: np.random.SeedSequence) -> Painted:
@@ -228,7 +235,7 @@ def make_dataset(out: Path, layout: str, n: int = 20, size: tuple[int, int] = (1
                 thin=spec.domain == "fundus",
                 source=None if source is None else painter.paint(source),
                 source_stem="" if source is None else stems[source],
-                paint_other=lambda attempt, seeds=other_seeds: painter.paint_unrelated(seeds[attempt]),
+                paint_other=lambda k, seeds=other_seeds: painter.paint_unrelated(seeds[k]),
             )
             item, details = INJECT[code](item, ctx)
             if source is not None:

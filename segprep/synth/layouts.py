@@ -43,7 +43,8 @@ def jpeg_rgb(quality: int) -> Encoder:
     # Masks too are stored as 3-channel JPEGs, as in the real Kvasir-SEG.
     def encode(array: np.ndarray) -> bytes:
         rgb = array if array.ndim == 3 else np.dstack([array] * 3)
-        return _pil_bytes(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), "JPEG", quality=quality)
+        image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+        return _pil_bytes(image, "JPEG", quality=quality)
     return encode
 
 

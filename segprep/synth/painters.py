@@ -172,7 +172,8 @@ def _paint_highlights(rng: np.random.Generator, image: np.ndarray, mask: np.ndar
             cy, cx = on_polyp[rng.integers(len(on_polyp))]
         else:
             cy, cx = rng.integers(0, h), rng.integers(0, w)
-        axes = (max(1, round(rng.uniform(0.008, 0.025) * s)), max(1, round(rng.uniform(0.005, 0.015) * s)))
+        axes = (max(1, round(rng.uniform(0.008, 0.025) * s)),
+                max(1, round(rng.uniform(0.005, 0.015) * s)))
         cv2.ellipse(spots, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
     alpha = soft(spots, 0.8)[..., None]
     return image * (1 - alpha) + 250.0 * alpha
