@@ -4,6 +4,12 @@ Reading goes through ``segprep.shards.open_shard`` (one read-only handle per fil
 process, dropped after a fork), so a dataset built in the parent can be handed to a
 ``DataLoader`` with workers: each worker opens the files it reads on its first item.
 
+Speed (``benchmarks/loader_throughput.py``): a fixed-layout sample is one chunk read. The
+DataLoader fetches a batch at a time (``ShardDataset.__getitems__``) and workers send it as
+uint8; ``make_loader``'s loader normalises it in the main process with numpy. Both halve the
+cost per sample compared with float tensors built per item, which is mostly the shared memory
+that carries float32 images and int64 masks between processes.
+
 Normalisation (``normalize=``):
 
 * ``"imagenet"``: ImageNet mean/std (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225).
@@ -128,7 +134,7 @@ class ShardDataset(Dataset):
             raise SegtrainError(
                 f"{self.manifest_path}: split {split!r} holds samples of {len(sizes)} different sizes "
                 f"({examples}{', ...' if len(sizes) > 4 else ''}), which cannot be batched; pass "
-                f"--size H W (size=(H, W)) to resize them, or make a fixed-size manifest with "
+                f"--size HxW (size=(H, W)) to resize them, or make a fixed-size manifest with "
                 f"`segprep augment --size N`")
         self.size: tuple[int, int] = size if size is not None else sizes[0]
         self._resize = any(s != self.size for s in sizes)
@@ -195,7 +201,8 @@ class ShardDataset(Dataset):
                     raise ShardError(f"{path}: index {index} out of range for {name} "
                                      f"({dataset.shape[0]} samples)")
                 else:
-                    array = dataset[index]  # one chunk: one sample
+                    # one chunk: one sample (a one-sample slice is faster in h5py than an int)
+                    array = dataset[index:index + 1][0]
             else:
                 key = f"{name}/{index:07d}"
                 array = handle[key][()] if key in handle else None
