@@ -12,8 +12,9 @@ Reads a manifest (ingest.csv or any later one) and writes, under WORK:
 
 The work happens in two passes. Per sample (in parallel, in manifest order): binarize, the
 mask checks and repairs (:func:`segprep.checks.mask.check_mask`), the edge-alignment score,
-hashes and a mask thumbnail. Over the manifest: per-source robust z-scores (misaligned,
-area_outlier), duplicates, near-duplicate conflicts and leakage.
+thumbnails for the pair checks, and the report strip of a sample with a finding. Over the
+manifest: per-source robust z-scores (misaligned, area_outlier), duplicates, near-duplicate
+conflicts and leakage. Codes and options: docs/CLEAN.md.
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from segprep.checks import CODES, code_order
 from segprep.checks.alignment import edge_alignment, robust_z
-from segprep.checks.duplicates import (Table, candidate_pairs,
-                                       find_duplicates, find_leakage,
-                                       find_near_duplicate_conflicts, image_thumbnail,
-                                       mask_thumbnail, neighbours, tiny_thumbnail,
-                                       verified_pairs)
+from segprep.checks.duplicates import (Table, candidate_pairs, find_duplicates, find_leakage,
+                                       find_near_duplicate_conflicts, grey_thumbnail,
+                                       image_thumbnail, mask_thumbnail, neighbours,
+                                       tiny_thumbnail, verified_pairs)
 from segprep.checks.findings import FINDING_COLUMNS, Finding
 from segprep.checks.mask import check_mask
 from segprep.checks.options import CleanOptions
@@ -47,6 +48,7 @@ from segprep.checks.repairs import binarize
 from segprep.errors import SegprepError
 from segprep.hashing import array_sha1, phash
 from segprep.manifest import read_manifest, work_root, write_manifest
+from segprep.report import render_panels, write_report, write_strip
 from segprep.shards import ShardSequence, close_shards, read_image, read_mask, read_roi
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,37 @@ class CleanResult:
     leakage: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)  # seconds per phase: samples, manifest, report, publish
     skipped: bool = False   # a finished run with the same input and options: nothing done
+
+    def summary(self, max_pairs: int = 20) -> str:
+        """The printed summary: per code found/repaired/excluded/flagged, the status counts,
+        leakage as an error with its pairs, where the outputs went and the time."""
+        lines = []
+        if self.skipped:
+            lines.append(f"clean: nothing changed since the last run (use --force to redo); "
+                         f"{self.manifest_path}")
+        lines.append(f"{'code':<26}{'severity':>9}{'found':>7}{'repaired':>10}{'excluded':>10}{'flagged':>9}")
+        for row in self.counts.to_dict("records"):
+            lines.append(f"{row['code']:<26}{row['severity']:>9}{row['found']:>7}{row['repaired']:>10}"
+                         f"{row['excluded']:>10}{row['flagged']:>9}")
+        if self.counts.empty:
+            lines.append("(no findings)")
+        lines.append(f"{self.n_samples} samples: {self.n_ok} ok, {self.n_repaired} repaired, "
+                     f"{self.n_excluded} excluded")
+        if self.leakage:
+            lines.append(f"ERROR leakage: {len(self.leakage)} pair(s) of near-identical images in "
+                         f"different splits (test scores would be measured on what training saw):")
+            for a, split_a, b, split_b, distance in self.leakage[:max_pairs]:
+                lines.append(f"  {a} ({split_a})  <->  {b} ({split_b})  phash distance {distance}")
+            if len(self.leakage) > max_pairs:
+                lines.append(f"  ... and {len(self.leakage) - max_pairs} more (code leakage in findings.csv)")
+        lines.append(f"manifest: {self.manifest_path}")
+        lines.append(f"masks:    {len(self.shards)} shard(s) in {self.work / 'shards'} (clean-*.h5)")
+        lines.append(f"findings: {self.findings_path}")
+        lines.append(f"report:   {self.report_path}")
+        lines.append(f"time:     {self.seconds:.1f} s")
+        return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"n_samples": self.n_samples, "n_ok": self.n_ok, "n_repaired": self.n_repaired,
@@ -107,6 +139,7 @@ class SampleResult:
     mask_thumb: np.ndarray | None = None   # for duplicate / near-duplicate comparisons
     detail: np.ndarray | None = None       # image fine detail, to verify near-duplicates
     tiny: np.ndarray | None = None         # 16x16 grey, to propose near-duplicate candidates
+    strip: dict | None = None              # report strip already written (flagged samples)
 
 
 # ----------------------------------------------------------------------------- per sample
@@ -125,13 +158,26 @@ def _carried(row: dict, input_name: str) -> list[Finding]:
     return out
 
 
-def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = "input") -> SampleResult:
+def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = "input",
+                   thumbs: Path | None = None) -> SampleResult:
     """Read one manifest row's sample, check and repair its mask, and measure what the
-    manifest-level checks need. ``root`` is the input manifest's folder."""
+    manifest-level checks need. ``root`` is the input manifest's folder. With ``thumbs``,
+    a sample with a finding gets its report strip drawn there now, while it is in memory."""
     image_shard = root / row["image_shard"]
     image = read_image(image_shard, int(row["image_index"]))
     raw = read_mask(root / row["mask_shard"], int(row["mask_index"]))
-    roi = read_roi(image_shard, int(row["image_index"]))
+    # Ingest says which samples carry a field of view; asking the shard costs a lookup.
+    has_roi = str(row.get("has_roi", "")) not in ("0", "False", "false")
+    roi = read_roi(image_shard, int(row["image_index"])) if has_roi else None
+    result = _check_sample(row, image, raw, roi, opts, input_name)
+    if thumbs is not None and any(f.severity != "info" for f in result.findings):
+        strip, panels = render_panels(image, raw, result.mask, roi, opts.threshold)
+        result.strip = write_strip(thumbs, row.get("_position", 0), strip, panels)
+    return result
+
+
+def _check_sample(row: dict, image: np.ndarray, raw: np.ndarray, roi: np.ndarray | None,
+                  opts: CleanOptions, input_name: str) -> SampleResult:
     findings = _carried(row, input_name)
     codes = {f.code for f in findings}
 
@@ -139,6 +185,8 @@ def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = 
     hex_hash = row.get("phash", "")
     image_hash = int(hex_hash, 16) if hex_hash else phash(image)
 
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    small = grey_thumbnail(grey)
     if raw.shape != image.shape[:2]:
         binary = binarize(raw, opts.threshold)
         if "size_mismatch" not in codes:
@@ -147,8 +195,8 @@ def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = 
                                     f"{image.shape[0]}x{image.shape[1]}", action="excluded"))
         return SampleResult(row.get("_position", 0), binary, findings, float(row["fg_fraction"]),
                             array_sha1(binary), image_sha1, image_hash, float("nan"),
-                            comparable=False, detail=image_thumbnail(image, roi),
-                            tiny=tiny_thumbnail(image))
+                            comparable=False, detail=image_thumbnail(small, roi),
+                            tiny=tiny_thumbnail(small))
 
     binary, mask_findings = check_mask(raw, roi, opts)
     findings += mask_findings
@@ -157,25 +205,26 @@ def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = 
         fg = float(binary[roi > 0].mean())
     else:
         fg = float(binary.mean())
-    align = float("nan") if unusable else edge_alignment(image, binary, roi)
+    align = float("nan") if unusable else edge_alignment(grey, binary, roi)
     inverted_kept = any(f.code == "inverted" and f.action != "repaired" for f in mask_findings)
     return SampleResult(
         row.get("_position", 0), binary, findings, fg, array_sha1(binary), image_sha1, image_hash,
         align, comparable=not inverted_kept,
-        mask_thumb=mask_thumbnail(binary), detail=image_thumbnail(image, roi),
-        tiny=tiny_thumbnail(image))
+        mask_thumb=mask_thumbnail(binary), detail=image_thumbnail(small, roi),
+        tiny=tiny_thumbnail(small))
 
 
 # Worker state, set once per process by the pool initializer.
 _WORKER: dict = {}
 
 
-def _init_worker(root: Path, opts: CleanOptions, input_name: str) -> None:
-    _WORKER.update(root=root, opts=opts, input_name=input_name)
+def _init_worker(root: Path, opts: CleanOptions, input_name: str, thumbs: Path) -> None:
+    _WORKER.update(root=root, opts=opts, input_name=input_name, thumbs=thumbs)
 
 
 def _work(row: dict) -> SampleResult:
-    return process_sample(_WORKER["root"], row, _WORKER["opts"], _WORKER["input_name"])
+    return process_sample(_WORKER["root"], row, _WORKER["opts"], _WORKER["input_name"],
+                          _WORKER["thumbs"])
 
 
 # ----------------------------------------------------------------------------- whole manifest
@@ -348,7 +397,7 @@ def _summary_counts(findings: pd.DataFrame) -> pd.DataFrame:
 
 def _rebase(value: str, old_folder: Path, new_folder: Path) -> str:
     """A path relative to the input manifest's folder, made relative to the output's."""
-    if not value or old_folder.resolve() == new_folder.resolve():
+    if not value:
         return value
     absolute = (old_folder / value).resolve()
     return Path(os.path.relpath(absolute, new_folder.resolve())).as_posix()
@@ -432,7 +481,6 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
 def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, workers: int | None,
          progress: bool, staging: Path, report_staging: Path, result: CleanResult,
          fingerprint: dict, started: float) -> CleanResult:
-    from segprep.report import write_report   # matplotlib-free, but only needed here
 
     input_folder = manifest.parent
     input_excluded = (df["status"] == "excluded").to_numpy()
@@ -441,12 +489,16 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         row["_position"] = position
     # Workers need only these columns; the rest stays in the main process.
     wanted = ("sample_id", "image_shard", "image_index", "mask_shard", "mask_index", "status",
-              "issues", "fg_fraction", "image_sha1", "phash", "_position")
+              "issues", "fg_fraction", "image_sha1", "phash", "has_roi", "_position")
     tasks = [{k: row.get(k, "") for k in wanted} for row in rows]
     workers = max(1, workers or os.cpu_count() or 1)
     workers = min(workers, max(1, len(tasks)))
 
+    thumbs = report_staging / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
     close_shards()  # handles opened while validating must not cross a fork
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
     results: list[SampleResult] = []
     placements: list[tuple[str, int]] = []
     pool = None
@@ -454,18 +506,22 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         with ShardSequence(staging, SHARD_PREFIX, STAGE) as sequence:
             if workers > 1:
                 pool = multiprocessing.get_context("fork").Pool(
-                    workers, initializer=_init_worker, initargs=(input_folder, opts, manifest.name))
+                    workers, initializer=_init_worker,
+                    initargs=(input_folder, opts, manifest.name, thumbs))
                 iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
             else:
-                iterator = (process_sample(input_folder, task, opts, manifest.name) for task in tasks)
+                iterator = (process_sample(input_folder, task, opts, manifest.name, thumbs)
+                            for task in tasks)
             for sample in tqdm(iterator, total=len(tasks), desc="clean", unit="sample",
                                disable=None if progress else True):
                 placements.append(sequence.add(sample_id=rows[sample.position]["sample_id"],
                                                mask=sample.mask))
                 sample.mask = None  # the shard has it; keep memory flat
                 results.append(sample)
+        timings["samples"], clock = time.perf_counter() - clock, time.perf_counter()
         per_sample = [r.findings for r in results]
         findings, leak_pairs = manifest_findings(df, results, per_sample, input_excluded, opts)
+        timings["manifest"], clock = time.perf_counter() - clock, time.perf_counter()
 
         # ---- the new manifest's rows
         new_shards = sequence.written
@@ -493,9 +549,10 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         out["mask_sha1"] = [r.mask_sha1 for r in results]
         out["fg_fraction"] = [round(r.fg_fraction, 6) for r in results]
         out["image_shard"] = [image_shards[s] for s in df["image_shard"]]
-        for column in ("image_path", "mask_path", "roi_path"):
-            if column in out.columns:
-                out[column] = [_rebase(v, input_folder, manifests) for v in df[column]]
+        if input_folder.resolve() != manifests.resolve():
+            for column in ("image_path", "mask_path", "roi_path"):
+                if column in out.columns:
+                    out[column] = [_rebase(v, input_folder, manifests) for v in df[column]]
         if "image_sha1" in out.columns or any(r.image_sha1 for r in results):
             out["image_sha1"] = [r.image_sha1 for r in results]
 
@@ -516,7 +573,9 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         clean_masks = [(staged[name], index) for name, index in placements]
         counts = _summary_counts(findings_df)
         write_report(report_staging, df, input_folder, clean_masks, findings, statuses, extra,
-                     counts, leak_pairs, threshold=opts.threshold, pool=pool)
+                     counts, leak_pairs, threshold=opts.threshold, pool=pool,
+                     rendered={i: r.strip for i, r in enumerate(results) if r.strip})
+        timings["report"], clock = time.perf_counter() - clock, time.perf_counter()
     finally:
         if pool is not None:
             pool.terminate()
@@ -543,6 +602,8 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
     result.counts = counts
     result.leakage = leak_pairs
     result.shards = final_shards
+    timings["publish"] = time.perf_counter() - clock
+    result.timings = {k: round(v, 3) for k, v in timings.items()}
     result.seconds = time.perf_counter() - started
     (report_dir / "run.json").write_text(json.dumps(
         {"fingerprint": fingerprint, "summary": result.to_json()}, indent=1))

@@ -36,13 +36,16 @@ PARTNER_CODES = ("duplicate", "conflict", "near_duplicate_conflict", "leakage")
 
 
 def _fit(shape: tuple[int, int]) -> tuple[int, int]:
+    """Thumbnail (width, height): the longest side THUMB_SIDE (small images are enlarged
+    too, so a 128 px frame is as easy to judge as a 1920 px one)."""
     h, w = shape
-    scale = min(1.0, THUMB_SIDE / max(h, w))
+    scale = THUMB_SIDE / max(h, w)
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def _small(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    shrink = size[0] < array.shape[1]
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
 
 
 def _small_mask(binary: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -55,26 +58,39 @@ def _outline(canvas: np.ndarray, binary_small: np.ndarray, colour: tuple[int, in
              fill_alpha: float = 0.22) -> None:
     """A light fill plus a strong outline, drawn in place."""
     if binary_small.any():
-        tint = canvas.astype(np.float32)
-        tint[binary_small > 0] = (1 - fill_alpha) * tint[binary_small > 0] + fill_alpha * np.array(colour)
-        canvas[:] = tint.astype(np.uint8)
+        solid = canvas.copy()
+        solid[binary_small > 0] = colour
+        cv2.addWeighted(solid, fill_alpha, canvas, 1 - fill_alpha, 0, dst=canvas)
         contours, _ = cv2.findContours(binary_small, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(canvas, contours, -1, colour, 1, cv2.LINE_8)
 
 
-def _circle_changes(canvas: np.ndarray, changed: np.ndarray, colour: tuple[int, int, int],
-                    scale: float) -> None:
-    """Paint changed pixels and ring each changed region, so a 1 px speck is visible."""
-    if not changed.any():
+def _mark_changes(canvases: list[np.ndarray], changed: np.ndarray, colour: tuple[int, int, int],
+                  scale: float, paint: bool) -> None:
+    """Frame each changed region with a square on every canvas (and paint its pixels when
+    ``paint``), so that a 1 px speck in a 1920 px frame, even in a corner, is seen at a glance."""
+    changed = changed.astype(np.uint8)
+    left, top, width, height = cv2.boundingRect(changed)
+    if width == 0 or height == 0:
         return
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(changed.astype(np.uint8), 8)
-    small = _small_mask(changed, (canvas.shape[1], canvas.shape[0]))
-    canvas[small > 0] = colour
-    for label in range(1, min(count, 200)):
-        x, y = centroids[label]
-        w, h = stats[label, cv2.CC_STAT_WIDTH], stats[label, cv2.CC_STAT_HEIGHT]
-        radius = int(max(5, 0.5 * max(w, h) * scale + 3))
-        cv2.circle(canvas, (int(round(x * scale)), int(round(y * scale))), radius, colour, 1, cv2.LINE_AA)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        changed[top:top + height, left:left + width], connectivity=8)
+    stats = stats.copy()
+    stats[:, cv2.CC_STAT_LEFT] += left  # crop -> frame coordinates
+    stats[:, cv2.CC_STAT_TOP] += top
+    for canvas in canvases:
+        h, w = canvas.shape[:2]
+        if paint:
+            small = _small_mask(changed, (w, h))
+            canvas[small > 0] = colour
+        for label in range(1, min(count, 200)):
+            x, y, bw, bh = (int(v) for v in stats[label, :4])
+            margin = 5
+            x0 = min(max(0, int(x * scale) - margin), w - 2 * margin)
+            y0 = min(max(0, int(y * scale) - margin), h - 2 * margin)
+            x1 = max(min(w - 1, int((x + bw) * scale) + margin), x0 + 2 * margin)
+            y1 = max(min(h - 1, int((y + bh) * scale) + margin), y0 + 2 * margin)
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 2, cv2.LINE_8)
 
 
 def _write(path: Path, rgb: np.ndarray) -> None:
@@ -84,18 +100,27 @@ def _write(path: Path, rgb: np.ndarray) -> None:
         path.write_bytes(data.tobytes())
 
 
-def render_sample(task: dict) -> dict[str, str]:
-    """Thumbnails of one sample; returns panel name -> file name (relative to thumbs/)."""
-    out_dir = Path(task["out_dir"])
-    stem = f"{task['position']:06d}"
-    image = read_image(Path(task["image_shard"]), task["image_index"])
-    raw = read_mask(Path(task["raw_shard"]), task["raw_index"])
-    clean = read_mask(Path(task["clean_shard"]), task["clean_index"])
-    roi = read_roi(Path(task["image_shard"]), task["image_index"])
+GAP = 4  # px of white between the panels of a strip
+
+
+def _to_height(panel: np.ndarray, height: int) -> np.ndarray:
+    if panel.shape[0] == height:
+        return panel
+    width = max(1, round(panel.shape[1] * height / panel.shape[0]))
+    return cv2.resize(panel, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def render_panels(image: np.ndarray, raw: np.ndarray, clean: np.ndarray, roi: np.ndarray | None,
+                  threshold: str | float = "mid",
+                  partner: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list]:
+    """The panels of one sample side by side in one RGB strip: image (with the field of
+    view), raw mask as stored, raw outline, cleaned outline with the repair's changes
+    framed, and the partner image with its mask for pair findings.
+    Returns (strip, [(panel name, width px), ...])."""
     h, w = image.shape[:2]
     size = _fit((h, w))
     scale = size[0] / w
-    files: dict[str, str] = {}
+    panels: list[tuple[str, np.ndarray]] = []
 
     base = _small(image, size)
     panel = base.copy()
@@ -103,39 +128,70 @@ def render_sample(task: dict) -> dict[str, str]:
         contours, _ = cv2.findContours(_small_mask(roi > 0, size), cv2.RETR_EXTERNAL,
                                        cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(panel, contours, -1, (255, 255, 255), 1, cv2.LINE_AA)
-    _write(out_dir / f"{stem}-image.jpg", panel)
-    files["image"] = f"{stem}-image.jpg"
+    panels.append(("image", panel))
 
     # The raw mask as stored, grey values stretched to the mask's nominal scale.
     raw_view = (raw.astype(np.float32) * (255.0 / mask_scale(raw))).clip(0, 255).astype(np.uint8)
-    _write(out_dir / f"{stem}-raw.jpg", cv2.cvtColor(_small(raw_view, _fit(raw.shape)), cv2.COLOR_GRAY2RGB))
-    files["raw"] = f"{stem}-raw.jpg"
+    panels.append(("raw", cv2.cvtColor(_small(raw_view, _fit(raw.shape)), cv2.COLOR_GRAY2RGB)))
 
-    same_size = raw.shape == (h, w) and clean.shape == (h, w)
-    raw_binary = binarize(raw, task["threshold"])
-    if same_size:
+    if raw.shape == (h, w) and clean.shape == (h, w):
+        raw_binary = binarize(raw, threshold)
         overlay = base.copy()
         _outline(overlay, _small_mask(raw_binary, size), RAW_COLOUR)
-        _write(out_dir / f"{stem}-raw-overlay.jpg", overlay)
-        files["raw-overlay"] = f"{stem}-raw-overlay.jpg"
         fixed = base.copy()
         _outline(fixed, _small_mask(clean, size), CLEAN_COLOUR)
-        _circle_changes(fixed, (raw_binary > 0) & (clean == 0), REMOVED_COLOUR, scale)
-        _circle_changes(fixed, (raw_binary == 0) & (clean > 0), ADDED_COLOUR, scale)
-        _write(out_dir / f"{stem}-clean.jpg", fixed)
-        files["clean"] = f"{stem}-clean.jpg"
+        removed, added = (raw_binary > 0) & (clean == 0), (raw_binary == 0) & (clean > 0)
+        if removed.sum() + added.sum() < 0.25 * removed.size:  # not for an inverted mask
+            _mark_changes([fixed], removed, REMOVED_COLOUR, scale, paint=True)
+            _mark_changes([fixed], added, ADDED_COLOUR, scale, paint=True)
+            _mark_changes([overlay], removed, REMOVED_COLOUR, scale, paint=False)
+            _mark_changes([overlay], added, ADDED_COLOUR, scale, paint=False)
+        panels += [("raw-overlay", overlay), ("clean", fixed)]
 
-    partner = task.get("partner")
-    if partner:
-        p_image = read_image(Path(partner["image_shard"]), partner["image_index"])
-        p_clean = read_mask(Path(partner["clean_shard"]), partner["clean_index"])
+    if partner is not None:
+        p_image, p_clean = partner
         p_size = _fit(p_image.shape[:2])
         p_panel = _small(p_image, p_size)
         if p_clean.shape == p_image.shape[:2]:
             _outline(p_panel, _small_mask(p_clean, p_size), CLEAN_COLOUR)
-        _write(out_dir / f"{stem}-partner.jpg", p_panel)
-        files["partner"] = f"{stem}-partner.jpg"
-    return files
+        panels.append(("partner", p_panel))
+
+    height = size[1]
+    scaled = [(name, _to_height(panel, height)) for name, panel in panels]
+    strip = np.full((height, sum(p.shape[1] for _, p in scaled) + GAP * (len(scaled) - 1), 3),
+                    255, np.uint8)
+    x = 0
+    for _, panel in scaled:
+        strip[:, x:x + panel.shape[1]] = panel
+        x += panel.shape[1] + GAP
+    return strip, [(key, panel.shape[1]) for key, panel in scaled]
+
+
+def strip_name(position: int) -> str:
+    return f"{position:06d}.jpg"
+
+
+def write_strip(out_dir: Path, position: int, strip: np.ndarray, panels: list) -> dict:
+    """Write one sample's strip to ``out_dir`` (the report's thumbs/ folder)."""
+    _write(Path(out_dir) / strip_name(position), strip)
+    return {"file": strip_name(position), "panels": panels}
+
+
+def render_sample(task: dict) -> dict:
+    """Read one sample (and its partner) from the shards and write its strip: one small
+    file per sample keeps a report of thousands of flags quick to write.
+    Returns {"file": name relative to thumbs/, "panels": [(panel, width px), ...]}."""
+    image = read_image(Path(task["image_shard"]), task["image_index"])
+    raw = read_mask(Path(task["raw_shard"]), task["raw_index"])
+    clean = read_mask(Path(task["clean_shard"]), task["clean_index"])
+    roi = read_roi(Path(task["image_shard"]), task["image_index"])
+    partner = None
+    if task.get("partner"):
+        p = task["partner"]
+        partner = (read_image(Path(p["image_shard"]), p["image_index"]),
+                   read_mask(Path(p["clean_shard"]), p["clean_index"]))
+    strip, panels = render_panels(image, raw, clean, roi, task["threshold"], partner)
+    return write_strip(Path(task["out_dir"]), task["position"], strip, panels)
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -149,16 +205,15 @@ table.counts td:first-child,table.counts th:first-child,table.counts td.desc{tex
 .leak{background:#fde7ea;border:1px solid #b00020;padding:.6em 1em;margin:1em 0}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.6em 0}
 .card .id{font-family:monospace;font-weight:600;font-size:1.05em}
-.panels{display:flex;flex-wrap:wrap;gap:6px;margin-top:.4em}
-.panels figure{margin:0} .panels figcaption{font-size:.8em;color:#555;text-align:center}
-.panels img{display:block;max-height:256px;border:1px solid #999;image-rendering:auto}
+.strip{margin:.4em 0 0 0;overflow-x:auto} .strip img{display:block;border:1px solid #999}
+.caps{display:flex;gap:4px;font-size:.8em;color:#555} .caps span{text-align:center;flex:none}
 ul.codes{margin:.3em 0 0 1.2em;padding:0;font-size:.92em}
 .legend span{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 1em;border:1px solid #666}
 table.plain{border-collapse:collapse;font-size:.92em} table.plain td,table.plain th{border:1px solid #ddd;padding:2px 6px;text-align:left}
 """
 
 _CAPTIONS = {"image": "image", "raw": "raw mask (as stored)", "raw-overlay": "raw mask outline",
-             "clean": "cleaned mask", "partner": "partner"}
+             "clean": "cleaned mask (as stored)", "partner": "partner"}
 
 
 def _esc(text: object) -> str:
@@ -172,10 +227,13 @@ def _rgb(colour: tuple[int, int, int]) -> str:
 def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
                  clean_masks: list[tuple[Path, int]], findings: list[list[Finding]],
                  statuses: list[str], extra: list[tuple[str, str, Finding]], counts: pd.DataFrame,
-                 leakage: list[tuple], *, threshold: str | float = "mid", pool=None) -> Path:
+                 leakage: list[tuple], *, threshold: str | float = "mid", pool=None,
+                 rendered: dict[int, dict] | None = None) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/thumbs/``. ``findings[i]`` and
     ``statuses[i]`` belong to row i of ``df``; ``extra`` are findings without a manifest row
-    (ingest's unreadable/unpaired files)."""
+    (ingest's unreadable/unpaired files). ``rendered`` maps row positions to strips already
+    written to ``out_dir/thumbs`` (by the workers, while they had the sample in memory);
+    samples with a partner are drawn again, with it."""
     out_dir = Path(out_dir)
     thumbs = out_dir / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -189,19 +247,24 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
                 "image_index": int(row["image_index"]),
                 "clean_shard": str(clean_masks[i][0]), "clean_index": int(clean_masks[i][1])}
 
+    rendered = rendered or {}
     tasks = []
+    done: dict[int, dict] = {}
     for i in flagged:
         row = df.iloc[i]
+        partners = [f.partner for f in findings[i] if f.partner and f.partner in position]
+        if i in rendered and not partners:
+            done[i] = rendered[i]
+            continue
         task = {"out_dir": str(thumbs), "position": i, "threshold": threshold,
                 "raw_shard": str(input_folder / row["mask_shard"]),
                 "raw_index": int(row["mask_index"]), **locate(i)}
-        partners = [f.partner for f in findings[i] if f.partner and f.partner in position]
         if partners:
             task["partner"] = locate(position[partners[0]])
         tasks.append(task)
-    rendered = pool.map(render_sample, tasks, chunksize=4) if pool is not None and tasks \
+    drawn = pool.map(render_sample, tasks, chunksize=4) if pool is not None and tasks \
         else [render_sample(t) for t in tasks]
-    files = dict(zip(flagged, rendered))
+    files = {**done, **{t["position"]: d for t, d in zip(tasks, drawn)}}
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>segprep clean report</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -214,7 +277,8 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
     parts.append("<p class='legend'>Outlines:<span style='background:" + _rgb(RAW_COLOUR) +
                  "'></span>raw mask<span style='background:" + _rgb(CLEAN_COLOUR) +
                  "'></span>cleaned mask<span style='background:" + _rgb(REMOVED_COLOUR) +
-                 "'></span>removed by the repair<span style='background:" + _rgb(ADDED_COLOUR) +
+                 "'></span>removed by the repair (squares: where the repair changed the mask)"
+                 "<span style='background:" + _rgb(ADDED_COLOUR) +
                  "'></span>added by the repair<span style='background:#fff'></span>field of view</p>")
     if leakage:
         parts.append(f"<div class='leak'><b class='error'>leakage: {len(leakage)} near-identical "
@@ -276,19 +340,18 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
     return path
 
 
-def _card(row: pd.Series, status: str, findings: list[Finding], files: dict[str, str]) -> str:
+def _card(row: pd.Series, status: str, findings: list[Finding], files: dict) -> str:
     items = []
     for f in sorted(findings, key=lambda f: code_order(f.code)):
         items.append(f"<li><b class='{f.severity}'>{_esc(f.code)}</b> = {f.value:g} "
                      f"[{_esc(f.action)}] {_esc(f.message)}</li>")
     partner = next((f.partner for f in findings if f.partner), "")
-    panels = []
-    for key in ("image", "raw", "raw-overlay", "clean", "partner"):
-        if key in files:
-            caption = _CAPTIONS[key] + (f": {partner}" if key == "partner" else "")
-            panels.append(f"<figure><img loading='lazy' src='thumbs/{_esc(files[key])}' "
-                          f"alt='{_esc(key)}'><figcaption>{_esc(caption)}</figcaption></figure>")
+    captions = "".join(
+        f"<span style='width:{width}px'>{_esc(_CAPTIONS[key] + (f': {partner}' if key == 'partner' else ''))}</span>"
+        for key, width in files["panels"])
+    strip = (f"<figure class='strip'><img loading='lazy' src='thumbs/{_esc(files['file'])}' "
+             f"alt='panels of {_esc(row['sample_id'])}'><div class='caps'>{captions}</div></figure>")
     return (f"<div class='card'><span class='id'>{_esc(row['sample_id'])}</span> "
             f"&middot; split {_esc(row['split'])} &middot; {row['height']}x{row['width']} "
             f"&middot; status <b>{_esc(status)}</b><ul class='codes'>{''.join(items)}</ul>"
-            f"<div class='panels'>{''.join(panels)}</div></div>")
+            f"{strip}</div>")

@@ -35,11 +35,12 @@ def _resize_pair(gray: np.ndarray, binary: np.ndarray, roi: np.ndarray | None
 
 def edge_alignment(image: np.ndarray, binary: np.ndarray, roi: np.ndarray | None = None
                    ) -> float:
-    """Contour-to-image gradient ratio of a class-index mask on its RGB image; NaN when the
-    mask has (almost) no contour inside the frame and field of view."""
+    """Contour-to-image gradient ratio of a class-index mask on its RGB (H, W, 3) or grey
+    (H, W) image; NaN when the mask has (almost) no contour inside the frame and field of
+    view."""
     if image.shape[:2] != binary.shape:
         return float("nan")
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     gray, binary, roi = _resize_pair(gray, binary, roi)
     h, w = binary.shape
     gray = cv2.GaussianBlur(gray, (5, 5), 1.0)

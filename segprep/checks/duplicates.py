@@ -27,8 +27,17 @@ from segprep.hashing import hamming, near_pairs
 THUMB = 128  # side of the square image and mask thumbnails that pairs are compared on
 TINY = 16    # side of the thumbnails that propose nearest-neighbour candidates
 NEAREST = 3  # nearest neighbours per image proposed as candidates
+# Candidates must also look alike at TINY x TINY before the (costlier) registration:
+# near-identical images correlate 0.9 and more there (measured on synthetic copies and on
+# Kvasir-SEG's re-saved frames); most unrelated look-alikes by hash do not.
+TINY_MIN_CORR = 0.6
 _DETAIL_SIGMA = 3.0  # px at THUMB: what is left after removing this blur is "fine detail"
 _ROI_MARGIN = 15     # px at THUMB: the FOV border's shading must not count as shared detail
+# Near-identical frames (re-saves, crops, consecutive video frames) are shifted by a few
+# percent at most; two unrelated images can match one dominant edge (a round lesion) only
+# by moving it further.
+MAX_SHIFT = 0.1 * THUMB
+_CLIP = 2.5  # detail beyond this many robust spreads is clipped
 
 
 def mask_thumbnail(binary: np.ndarray) -> np.ndarray:
@@ -38,36 +47,49 @@ def mask_thumbnail(binary: np.ndarray) -> np.ndarray:
     return (small > 0.25).astype(np.uint8)
 
 
-def image_thumbnail(image: np.ndarray, roi: np.ndarray | None) -> np.ndarray:
-    """Fine detail of the image at THUMB x THUMB (float32, zero outside the field of view):
-    grey minus its blur, computed inside the ROI only."""
-    grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32),
-                      (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+def grey_thumbnail(grey: np.ndarray) -> np.ndarray:
+    """A grey (H, W) image at THUMB x THUMB, float32."""
+    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def image_thumbnail(grey: np.ndarray, roi: np.ndarray | None) -> np.ndarray:
+    """Fine detail of a :func:`grey_thumbnail` (float16, zero outside the field of view):
+    grey minus its blur inside the ROI, in units of its own robust spread and clipped, so
+    that texture everywhere counts and one strong edge (a lesion's rim, a text overlay)
+    cannot make two different images look alike on its own."""
     inside = np.ones((THUMB, THUMB), np.float32)
     if roi is not None:
         small = cv2.resize((roi > 0).astype(np.uint8), (THUMB, THUMB), interpolation=cv2.INTER_NEAREST)
         inside = cv2.erode(small, np.ones((_ROI_MARGIN, _ROI_MARGIN), np.uint8)).astype(np.float32)
     low = (cv2.GaussianBlur(grey * inside, (0, 0), _DETAIL_SIGMA)
            / np.maximum(cv2.GaussianBlur(inside, (0, 0), _DETAIL_SIGMA), 1e-3))
-    # float16 halves the memory of keeping one per candidate sample; plenty for a correlation.
-    return ((grey - low) * inside).astype(np.float16)
+    detail = (grey - low) * inside
+    values = detail[inside > 0]
+    spread = 1.4826 * float(np.median(np.abs(values))) if values.size else 0.0
+    detail = np.clip(detail / max(spread, 1e-3), -_CLIP, _CLIP) * inside
+    # float16 halves the memory of keeping one per sample; plenty for a correlation.
+    return detail.astype(np.float16)
 
 
-def tiny_thumbnail(image: np.ndarray) -> np.ndarray:
-    """The grey image at TINY x TINY, flattened (float32)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (TINY, TINY), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+def tiny_thumbnail(small: np.ndarray) -> np.ndarray:
+    """A :func:`grey_thumbnail` at TINY x TINY, flattened (float32)."""
+    return cv2.resize(small, (TINY, TINY), interpolation=cv2.INTER_AREA).ravel()
 
 
-def nearest_pairs(tiny: np.ndarray, k: int = NEAREST, block: int = 1024) -> set[tuple[int, int]]:
-    """Each row's ``k`` most correlated other rows, as pairs (i, j) with i < j. ``tiny`` is
-    (N, TINY*TINY); rows are centred (minus the mean image) and normalised first."""
-    n = len(tiny)
-    if n < 2:
-        return set()
+def normalise_tiny(tiny: np.ndarray) -> np.ndarray:
+    """Rows centred (minus the mean image, then their own mean) and of unit length, so that
+    a dot product is a correlation."""
     x = tiny - tiny.mean(axis=0)
     x = x - x.mean(axis=1, keepdims=True)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
+def nearest_pairs(x: np.ndarray, k: int = NEAREST, block: int = 1024) -> set[tuple[int, int]]:
+    """Each row's ``k`` most correlated other rows, as pairs (i, j) with i < j, from
+    :func:`normalise_tiny` rows."""
+    n = len(x)
+    if n < 2:
+        return set()
     k = min(k, n - 1)
     out: set[tuple[int, int]] = set()
     for start in range(0, n, block):
@@ -83,10 +105,13 @@ def nearest_pairs(tiny: np.ndarray, k: int = NEAREST, block: int = 1024) -> set[
 
 def register(a: np.ndarray, b: np.ndarray) -> tuple[tuple[float, float], float]:
     """Shift (dx, dy) that moves ``b`` onto ``a`` and the correlation of the overlapping
-    fine detail after the move (-1..1; 0 when nothing overlaps)."""
+    fine detail after the move (-1..1; 0 when the shift is beyond MAX_SHIFT or nothing
+    overlaps)."""
     a, b = a.astype(np.float32), b.astype(np.float32)
     window = cv2.createHanningWindow((THUMB, THUMB), cv2.CV_32F)
     (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
+    if np.hypot(dx, dy) > MAX_SHIFT:
+        return (dx, dy), 0.0
     move = np.float32([[1, 0, -dx], [0, 1, -dy]])
     moved = cv2.warpAffine(b, move, (THUMB, THUMB))
     overlap = cv2.warpAffine(np.ones((THUMB, THUMB), np.float32), move, (THUMB, THUMB)) > 0.99
@@ -144,11 +169,13 @@ def duplicate_groups(image_sha1: list[str]) -> list[list[int]]:
 def candidate_pairs(table: "Table", tiny: np.ndarray, max_distance: int
                     ) -> list[tuple[int, int, int]]:
     """Pairs (i, j, phash distance) of different images: hashes within ``max_distance`` bits,
-    or one among the other's nearest neighbours by tiny thumbnail."""
+    or one among the other's nearest neighbours by tiny thumbnail; either way correlating at
+    least TINY_MIN_CORR at TINY x TINY."""
     index = np.flatnonzero(table.has_phash)
     ii, jj, dd, _ = near_pairs(table.phash[index], max_distance)
     found = {(int(index[i]), int(index[j])): int(d) for i, j, d in zip(ii, jj, dd)}
-    for i, j in nearest_pairs(tiny):
+    x = normalise_tiny(tiny)
+    for i, j in nearest_pairs(x):
         if (i, j) not in found:
             both = table.has_phash[i] and table.has_phash[j]
             found[(i, j)] = hamming(int(table.phash[i]), int(table.phash[j])) if both else -1
@@ -156,6 +183,8 @@ def candidate_pairs(table: "Table", tiny: np.ndarray, max_distance: int
     for (i, j), d in sorted(found.items()):
         if table.image_sha1[i] and table.image_sha1[i] == table.image_sha1[j]:
             continue  # identical pixels: the duplicate check's business
+        if float(x[i] @ x[j]) < TINY_MIN_CORR:
+            continue
         out.append((i, j, d))
     return out
 

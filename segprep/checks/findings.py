@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # error: the sample is unusable as it stands (excluded unless an option says otherwise);
 # warning: a defect that was repaired, or that a person should look at;
@@ -26,9 +26,6 @@ class Finding:
             raise ValueError(f"finding {self.code}: severity {self.severity!r} is not one of {SEVERITIES}")
         if self.action not in ACTIONS:
             raise ValueError(f"finding {self.code}: action {self.action!r} is not one of {ACTIONS}")
-
-    def with_action(self, action: str) -> "Finding":
-        return Finding(**{**asdict(self), "action": action})
 
     def row(self, sample_id: str) -> dict:
         """One row of findings.csv."""

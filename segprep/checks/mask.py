@@ -8,6 +8,7 @@ after the repairs).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from segprep.checks import repairs
@@ -20,8 +21,8 @@ def grey_pixels(mask: np.ndarray, grey_band: float) -> int:
     scale = repairs.mask_scale(mask)
     if scale == 1:
         return 0  # a 0/1 label image has no grey values
-    lo, hi = grey_band * scale, (1.0 - grey_band) * scale
-    return int(np.count_nonzero((mask > lo) & (mask < hi)))
+    lo, hi = int(np.floor(grey_band * scale)) + 1, int(np.ceil((1.0 - grey_band) * scale)) - 1
+    return int(cv2.countNonZero(cv2.inRange(mask, lo, hi)))  # lo..hi inclusive
 
 
 def check_nonbinary(mask: np.ndarray, opts: CleanOptions) -> Finding | None:

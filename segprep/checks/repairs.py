@@ -12,8 +12,6 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 
-THRESHOLD_CHOICES = "mid, otsu or a grey value 0-255"
-
 
 def mask_scale(mask: np.ndarray) -> int:
     """The nominal full-scale value of a raw mask: 1 for label images (0/1, e.g. nnU-Net),
@@ -49,13 +47,12 @@ def bounding_box(binary: np.ndarray, margin: int = 1) -> tuple[slice, slice] | N
     """Slices of the foreground's bounding box grown by ``margin`` px (clipped to the frame);
     None for an empty mask. Component and hole searches run on this crop only: nothing
     outside it can be a component, and background there is all one region."""
-    rows = np.flatnonzero(binary.any(axis=1))
-    if not len(rows):
+    x, y, w, h = cv2.boundingRect(binary)
+    if w == 0 or h == 0:
         return None
-    cols = np.flatnonzero(binary.any(axis=0))
-    h, w = binary.shape
-    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
-            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+    rows, cols = binary.shape
+    return (slice(max(0, y - margin), min(rows, y + h + margin)),
+            slice(max(0, x - margin), min(cols, x + w + margin)))
 
 
 def thickness(binary: np.ndarray) -> np.ndarray:
@@ -116,10 +113,13 @@ def find_specks(binary: np.ndarray, min_area: int, thin_compactness: float | Non
     box = bounding_box(binary)
     if box is None:
         return labels, none, none
-    count, labels[box], stats, _ = cv2.connectedComponentsWithStats(binary[box], connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA]
+    # Labels alone are several times cheaper than labels with statistics, and most masks
+    # are one piece: statistics only when there is more than one.
+    count, labels[box] = cv2.connectedComponents(binary[box], connectivity=8)
     if count <= 2:
         return labels, none, none
+    count, labels[box], stats, _ = cv2.connectedComponentsWithStats(binary[box], connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA]
     fg = np.arange(1, count)
     largest = fg[np.argmax(areas[1:])]
     specks = fg[(areas[1:] < min_area) & (fg != largest)]
@@ -155,6 +155,9 @@ def hole_labels(binary: np.ndarray, max_hole: int) -> tuple[np.ndarray, np.ndarr
     # Inside the foreground's box grown by 1 px, background touching the crop's edge is
     # connected to the background outside it (or is at the frame border): not a hole.
     crop = (binary[box] == 0).astype(np.uint8)
+    count, labels[box] = cv2.connectedComponents(crop, connectivity=4)
+    if count <= 2:  # the background is one region: no holes (see find_specks on the cost)
+        return labels, none, none
     count, labels[box], stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=4)
     h, w = crop.shape
     x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]

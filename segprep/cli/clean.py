@@ -1,0 +1,84 @@
+"""``segprep clean``: parse options, call :func:`segprep.clean.clean`, print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from segprep.checks.options import CleanOptions
+
+_D = CleanOptions()
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--out", "work", type=click.Path(path_type=Path, file_okay=False),
+              help="WORK folder for shards/clean-*.h5, manifests/clean.csv and reports/clean/ "
+                   "[default: the manifest's WORK, the parent of its manifests/ folder].")
+@click.option("--min-area", default=_D.min_area, show_default=True,
+              help="speckle: foreground components (8-connected) smaller than this are removed; "
+                   "pixels (50, 50px) or a share of the image (0.01%). Thin-structure masks "
+                   "(vessels) lose only round blobs that stand apart, never a vessel piece.")
+@click.option("--max-hole", default=_D.max_hole, show_default=True,
+              help="holes: enclosed background up to this size is filled; pixels or a share of "
+                   "the image. Thin-structure masks are never filled.")
+@click.option("--threshold", default=str(_D.threshold), show_default=True,
+              help="Binarization: mid (half of the mask's scale: 127.5 for 0/255, 0.5 for 0/1 "
+                   "label images), otsu, or a grey value 0-255.")
+@click.option("--nonbinary-share", default=_D.nonbinary_share, show_default=True, type=float,
+              help="nonbinary: flag when more than this share of the mask's pixels are grey "
+                   f"(between {_D.grey_band:.0%} and {1 - _D.grey_band:.0%} of the scale; JPEG noise never is).")
+@click.option("--thin-compactness", default=_D.thin_compactness, show_default=True, type=float,
+              help="Masks whose largest component's 4*pi*area/perimeter^2 is below this are thin "
+                   "structures (vessels): fragments kept, holes not filled.")
+@click.option("--allow-empty", is_flag=True,
+              help="Keep masks with no foreground (negative frames) instead of excluding them.")
+@click.option("--repair-inverted", is_flag=True,
+              help="Invert masks whose foreground covers most of the frame and its border, "
+                   "instead of excluding them.")
+@click.option("--no-repair", is_flag=True,
+              help="Report speckle/holes/nonbinary without repairing (masks are still binarized).")
+@click.option("--strict", is_flag=True,
+              help="Also exclude misaligned, conflict and near_duplicate_conflict samples.")
+@click.option("--misaligned-z", default=_D.misaligned_z, show_default=True, type=float,
+              help="misaligned: flag when the edge-alignment score's robust z-score within its "
+                   "source is below minus this.")
+@click.option("--area-z", default=_D.area_z, show_default=True, type=float,
+              help="area_outlier: flag when |robust z| of logit(foreground fraction) within its "
+                   "source exceeds this.")
+@click.option("--phash-distance", default=_D.phash_distance, show_default=True, type=int,
+              help="Near-duplicate candidates: perceptual-hash distance in bits (of 64).")
+@click.option("--near-min-corr", default=_D.near_min_corr, show_default=True, type=float,
+              help="Near-duplicate: minimum correlation of the registered images' fine detail.")
+@click.option("--dice-min", default=_D.dice_min, show_default=True, type=float,
+              help="(Near-)duplicates whose masks have a Dice below this disagree (conflict).")
+@click.option("--workers", type=int, default=None, help="Processes [default: all cores].")
+@click.option("--force", is_flag=True, help="Redo a finished clean run.")
+def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, threshold: str,
+          nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool, no_repair: bool,
+          strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
+          near_min_corr: float, dice_min: float, workers: int | None, force: bool) -> None:
+    """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
+    repaired, exclude the rest, and write WORK/manifests/clean.csv, class-index masks
+    (0/1) in WORK/shards/clean-*.h5, WORK/reports/clean/findings.csv and an HTML report
+    (WORK/reports/clean/index.html) showing every flagged sample.
+
+    Excluded samples stay in clean.csv (status=excluded, with their codes); later stages
+    skip them. Codes and options: docs/CLEAN.md.
+    """
+    from segprep.checks.options import parse_threshold
+    from segprep.clean import clean as run_clean
+    from segprep.errors import SegprepError
+
+    if workers is not None and workers < 1:
+        raise SegprepError(f"--workers must be at least 1, got {workers}")
+    options = CleanOptions(
+        threshold=parse_threshold(threshold), nonbinary_share=nonbinary_share,
+        min_area=min_area, max_hole=max_hole, thin_compactness=thin_compactness,
+        allow_empty=allow_empty,
+        repair_inverted=repair_inverted, repair=not no_repair, strict=strict,
+        misaligned_z=misaligned_z, area_z=area_z, phash_distance=phash_distance,
+        near_min_corr=near_min_corr, dice_min=dice_min)
+    result = run_clean(manifest, work, options, workers=workers, force=force)
+    click.echo(result.summary())
