@@ -169,6 +169,17 @@ def test_chaining_guard_keeps_a_chain_of_similar_frames_from_becoming_one_group(
     _assert_groups_within_one_split(out)
 
 
+def test_synthetic_video_sequences_never_straddle_splits(synth, tmp_path: Path) -> None:
+    # No sequence table matches synthetic frame numbers, so the groups come from near-duplicate
+    # detection alone; synth_groups.csv holds each frame's true sequence.
+    data = synth("cvc-clinicdb", n=120, noise=0.0, seed=0, size=(128, 128))
+    result = ingest([data.root], tmp_path / "work", workers=1)
+    df = read_manifest(result.manifest_path).merge(data.groups, on="stem", suffixes=("", "_true"))
+    spans = df.groupby("group_true")["split"].nunique()
+    assert (spans == 1).all(), spans[spans > 1]
+    assert set(df["split"]) == {"train", "val", "test"}
+
+
 def test_near_duplicate_candidates_need_the_confirming_hash_and_the_layout_threshold() -> None:
     # Four samples with one 64-bit hash: a framed image (endoscopy, fundus) can look like
     # that. Only the pair whose 256-bit hashes agree is a near duplicate.

@@ -160,7 +160,7 @@ class SamplePainter:
             sequence = len(self.scene_seeds)
             position = np.array([m, m])
             for _ in range(int(rng.integers(4, 13))):
-                position = np.clip(position + rng.integers(-2, 3, size=2), 0, 2 * m)
+                position = np.clip(position + rng.integers(-1, 2, size=2), 0, 2 * m)
                 self.sequence_of.append(sequence)
                 self.offsets.append((int(position[0]), int(position[1])))
             self.scene_seeds.append(scene_seed.spawn(1)[0])
