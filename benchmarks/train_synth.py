@@ -5,7 +5,7 @@ synth kvasir-seg (n images) -> ingest -> clean -> augment (x factor at size) -> 
 that learned the task scores well above what an empty or all-foreground mask gets (about 0.0
 and 0.2 on these images). Every stage runs through its Python API, in this process.
 
-    python benchmarks/train_synth.py                       # n 120, 128x128, x4, 8 epochs
+    python benchmarks/train_synth.py                       # n 120, 128x128, x4, 6 epochs
     python benchmarks/train_synth.py --work /tmp/synth --epochs 12 --keep
 """
 
@@ -22,7 +22,7 @@ import torch
 
 
 def prepare(work: Path, n: int, size: int, factor: int, noise: float, seed: int) -> Path:
-    """Raw synthetic dataset -> WORK/manifests/augment.csv (each stage reuses a finished run)."""
+    """Raw synthetic dataset -> WORK/manifests/augment.csv."""
     from segprep.augment import augment
     from segprep.clean import clean
     from segprep.ingest import ingest
@@ -31,9 +31,10 @@ def prepare(work: Path, n: int, size: int, factor: int, noise: float, seed: int)
     raw = work / "raw" / "kvasir-seg"
     if not raw.exists():
         make_dataset(raw, "kvasir-seg", n=n, size=(size, size), noise=noise, seed=seed)
-    ingested = ingest([raw], work, layout="kvasir-seg", split_seed=seed)
-    cleaned = clean(ingested.manifest_path, work, progress=False)
-    augmented = augment(cleaned.manifest_path, factor=factor, size=size, seed=seed, progress=False)
+    # force: always redo the (seconds-long) stages, so a reused --work never mixes options
+    ingested = ingest([raw], work, layout="kvasir-seg", split_seed=seed, force=True)
+    cleaned = clean(ingested.manifest_path, work, progress=False, force=True)
+    augmented = augment(cleaned.manifest_path, factor=factor, size=size, seed=seed, progress=False, force=True)
     print(f"data: {n} synthetic kvasir-seg images -> {cleaned.n_excluded} excluded by clean -> "
           f"{augmented.rows_per_split} rows after augment x{factor} at {size}x{size}")
     return Path(augmented.manifest)
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--factor", type=int, default=4, help="augmentation factor")
     parser.add_argument("--noise", type=float, default=0.1, help="share of samples with injected defects")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--base-channels", type=int, default=16)

@@ -218,7 +218,7 @@ def _config_differences(job: Job) -> list[str]:
         return []
     wanted = job.config.to_dict()
     return [f"{key} {stored.get(key)!r} (now {value!r})" for key, value in wanted.items()
-            if key not in ("resume", "out", "manifest") and key in stored and stored[key] != value]
+            if key not in ("resume", "out", "manifest", "workers") and key in stored and stored[key] != value]
 
 
 def run_jobs(jobs: Sequence[Job], *,
@@ -407,7 +407,7 @@ def best_line(frame: pd.DataFrame) -> str:
             f"(mean over {best['runs']} seed{'s' if best['runs'] != 1 else ''})")
 
 
-def plot_leaderboard(frame: pd.DataFrame, path: Path) -> Path:
+def plot_leaderboard(frame: pd.DataFrame, path: Path, title: str = "segtrain bench") -> Path:
     """Horizontal bars of mean test Dice with the seeds' standard deviation as error bars."""
     import matplotlib
 
@@ -424,9 +424,9 @@ def plot_leaderboard(frame: pd.DataFrame, path: Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlim(0, 1)
     ax.set_xlabel("test Dice (mean over images; bars: mean over seeds, whiskers: std)")
-    ax.set_title("segtrain bench")
-    for y, value in enumerate(means):
-        ax.text(min(value + 0.01, 0.9), y, f"{value:.3f}", va="center", fontsize=8)
+    ax.set_title(title)
+    for y, (value, error) in enumerate(zip(means, errors)):
+        ax.text(min(value + error + 0.01, 0.93), y, f"{value:.3f}", va="center", fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -451,7 +451,7 @@ def write_leaderboard(frame: pd.DataFrame, out: Path, *, title: str = "") -> dic
     tmp = paths["md"].with_name("leaderboard.md.tmp")
     tmp.write_text("\n".join(text), encoding="utf-8")
     tmp.replace(paths["md"])
-    plot_leaderboard(frame, paths["png"])
+    plot_leaderboard(frame, paths["png"], title=title or "segtrain bench")
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
 

@@ -71,8 +71,13 @@ def setup(device_type: str) -> DistInfo:
     return info
 
 
-def cleanup() -> None:
+def cleanup(ok: bool = True) -> None:
+    """Leave the process group. After a normal end every rank meets at a barrier first, so no
+    rank tears its connections down while a peer still talks to it (gloo then aborts the
+    process at exit); after an error the peers may never arrive, so no barrier."""
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 

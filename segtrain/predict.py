@@ -179,7 +179,8 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
                 batch.append((item, item.read()))
             except Exception as exc:  # noqa: BLE001  one bad image never stops the others
                 reason = str(exc) if isinstance(exc, SegtrainError) else f"{type(exc).__name__}: {exc}"
-                log.warning("skipping %s: %s", item.source, reason)
+                reason = reason.removeprefix(f"{item.source}: ")  # the source is reported beside it
+                log.info("skipping %s: %s", item.source, reason)  # info: the result lists it, the CLI prints it
                 skipped.append([item.source, reason])
         bar.update(len(items[first:first + batch_size]))
         if not batch:

@@ -17,6 +17,7 @@ Only rank 0 writes files and reports; every rank trains, validates and tests its
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -531,7 +532,8 @@ def plot_test_predictions(run: Run, test_set: Dataset, rows: list[dict[str, Any]
     chosen += [r for r in ranked[-PLOT_SAMPLES:] if r not in chosen]
     index_of = {sid: i for i, sid in enumerate(test_set.rows["sample_id"].tolist())}
     indices = [index_of[r["sample_id"]] for r in chosen]
-    preds = predict_masks(run.eval_model, test_set, indices, device=run.device, threshold=run.config.threshold,
+    # the plain module: one image at a time would make a compiled model recompile for batch 1
+    preds = predict_masks(run.raw_model, test_set, indices, device=run.device, threshold=run.config.threshold,
                           input_size=run.input_size, amp_dtype=run.amp_dtype)
     root = Path(run.config.manifest).parent
     panels = []
@@ -557,6 +559,8 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
     from segtrain.models import count_parameters
 
     wall_start = time.perf_counter()
+    run: Run | None = None
+    ok = False
     try:
         run = setup(config)
         if run.dist.is_main:
@@ -628,9 +632,15 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
             plot_curves(run.history, run.out / "curves.png", best_epoch=run.best_epoch)
             log.info("test Dice %.4f (mean over %d images); run folder %s",
                      summary["test"]["mean"]["dice"], summary["test"]["n_images"], run.out)
-        return D.broadcast_object(summary)
+        summary = D.broadcast_object(summary)
+        ok = True
+        return summary
     finally:
-        D.cleanup()
+        # DDP holds the process group: drop it first, so that the group's threads are joined by
+        # destroy_process_group now rather than by a destructor at interpreter exit
+        run = None
+        gc.collect()
+        D.cleanup(ok)
 
 
 def last_good(run: Run) -> str:

@@ -120,23 +120,23 @@ def test_resume_runs_nothing_finished(grid_bench, data) -> None:
     assert (out / "unet-dice-s0" / "summary.json").is_file() and len(frame) == 4
 
 
-def test_grid_file_with_seeds(data, tmp_path) -> None:
+def test_grid_file(data, tmp_path) -> None:
     manifest, config = data
     grid = tmp_path / "grid.csv"
-    grid.write_text("model,loss,lr,batch-size\nunet,dice,0.01,4\nunet-strided,bce,0.005,\n")
+    grid.write_text("model,loss,lr,batch-size,seed\nunet,dice,0.01,4,\nunet-strided,bce,0.005,,5\n")
     out = tmp_path / "g"
-    result = CliRunner().invoke(cli, ["bench", str(manifest), "--grid", str(grid), "--seeds", "2",
-                                      "--out", str(out), "--config", str(config), *RUN_ARGS])
+    result = CliRunner().invoke(cli, ["bench", str(manifest), "--grid", str(grid), "--out", str(out),
+                                      "--config", str(config), *RUN_ARGS])
     assert result.exit_code == 0, result.output
     board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, na_values=[""])
-    assert len(board) == 2 and (board["seeds"] == 2).all() and (board["runs"] == 2).all()
-    assert set(board["options"]) == {"lr=0.01 batch_size=4", "lr=0.005"}
+    assert len(board) == 2 and (board["runs"] == 1).all()
+    assert set(board["options"]) == {"lr=0.01 batch_size=4", "lr=0.005 seed=5"}
     assert board["dice_mean"].tolist() == sorted(board["dice_mean"].tolist(), reverse=True)
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == ["r01-unet-dice-s0", "r01-unet-dice-s1", "r02-unet-strided-bce-s0",
-                       "r02-unet-strided-bce-s1"]
-    config_row2 = json.loads((out / "r02-unet-strided-bce-s1" / "config.json").read_text())
-    assert config_row2["lr"] == 0.005 and config_row2["seed"] == 1 and config_row2["batch_size"] == 4
+    assert folders == ["r01-unet-dice-s0", "r02-unet-strided-bce-s5"]
+    config_row2 = json.loads((out / "r02-unet-strided-bce-s5" / "config.json").read_text())
+    assert config_row2["lr"] == 0.005 and config_row2["seed"] == 5 and config_row2["batch_size"] == 4
+    assert (out / "leaderboard.md").is_file() and (out / "leaderboard.png").is_file()
 
 
 def test_leaderboard_aggregates_seeds_and_failures(tmp_path) -> None:

@@ -131,6 +131,39 @@ def test_model_learns_a_little(manifest, tmp_path):
     assert summary["test"]["mean"]["dice"] > 0.5  # 0.87 at the time of writing
 
 
+def test_variable_size_manifest_trains_at_size_and_tests_at_stored_size(tmp_path):
+    """clean.csv-style shards (samples at their own size): --size is required for training, and
+    the test images are scored at their stored size against their untouched masks."""
+    rng = np.random.default_rng(3)
+    shard, rows = "shards/clean-00000.h5", []
+    sizes = {"train": [(32, 32), (40, 36), (28, 44), (32, 40)], "val": [(36, 36), (32, 32)],
+             "test": [(44, 30), (32, 32)]}
+    with ShardWriter(tmp_path / shard, "clean") as writer:
+        for split, shapes in sizes.items():
+            for i, (h, w) in enumerate(shapes):
+                mask = np.zeros((h, w), np.uint8)
+                mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+                image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+                image[mask > 0] += np.uint8(150)
+                index = writer.add(sample_id=f"v/{split}{i}", image=image, mask=mask)
+                rows.append({"sample_id": f"v/{split}{i}", "source": "v", "split": split, "group": f"{split}{i}",
+                             "image_shard": shard, "image_index": index, "mask_shard": shard,
+                             "mask_index": index, "height": h, "width": w, "fg_fraction": float(mask.mean()),
+                             "status": "ok", "issues": "", "parent_id": "", "image_path": "", "mask_path": ""})
+    manifest = write_manifest(pd.DataFrame(rows), tmp_path / "clean.csv")
+    with pytest.raises(SegtrainError, match="different sizes .*--size"):
+        trainer.train(config(manifest, tmp_path / "nosize"))
+
+    out = tmp_path / "sized"
+    summary = trainer.train(config(manifest, out, size=[32, 32], batch_size=2))
+    assert summary["input_size"] == [32, 32] and summary["test"]["n_images"] == 2
+    assert torch.load(out / "best.pt", weights_only=True)["input_size"] == [32, 32]
+    per_image = pd.read_csv(out / "test_per_image.csv").set_index("sample_id")
+    # the counts cover every pixel of the stored 44x30 mask, not of a 32x32 resize
+    assert per_image.loc["v/test0", ["tp", "fp", "fn", "tn"]].sum() == 44 * 30
+    assert is_png(out / "predictions.png")
+
+
 # ----------------------------------------------------------------------------- config
 
 def test_config_precedence_and_validation(tmp_path):

@@ -74,8 +74,10 @@ def run(config_file: Path | None, compile_: bool | None, **options) -> None:
         f"best epoch {summary['best_epoch']} (val Dice {summary['best_val_dice']:.4f}); "
         f"test on {test['n_images']} images: Dice {mean['dice']:.4f}, IoU {mean['iou']:.4f}, "
         f"HD95 {mean['hd95']:.1f} px (mean per image; global Dice {glob['dice']:.4f})")
-    speed = summary["train_images_per_s"]
-    click.echo(f"{summary['epochs_run']} epochs in {summary['wall_seconds']:.0f} s on {summary['device']} "
-               f"(x{summary['world_size']}, amp {summary['amp']}); train {speed:.1f} img/s, "
-               f"inference {summary['inference_images_per_s']:.1f} img/s")
+    train_speed, infer_speed = summary["train_images_per_s"], summary["inference_images_per_s"]
+    n_epochs = summary['epochs_run']
+    click.echo(f"{n_epochs} epoch{'s' if n_epochs != 1 else ''} in {summary['wall_seconds']:.0f} s on {summary['device']} "
+               f"(x{summary['world_size']}, amp {summary['amp']}); train "
+               f"{f'{train_speed:.1f}' if train_speed else '-'} img/s, inference "
+               f"{f'{infer_speed:.1f}' if infer_speed else '-'} img/s")
     click.echo(f"run folder: {summary['run']} (curves.png, predictions.png, test_per_image.csv, best.pt)")
