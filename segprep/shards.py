@@ -126,9 +126,7 @@ class ShardWriter:
         dataset = self._file[name]
         if dataset.shape[0] <= index:
             dataset.resize(index + _GROW, axis=0)
-        # A one-sample slice: h5py writes it ~3x faster than an integer index (measured 0.4 vs
-        # 1.3 ms for a 352x352x3 chunk), which matters at augment's thousands of samples.
-        dataset[index:index + 1] = array[np.newaxis]
+        dataset[index] = array
 
     def close(self) -> Path:
         """Finish the file and give it its final name."""

@@ -10,7 +10,6 @@ Augmentor presets with the same names live in :mod:`segprep.augment.backends`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -147,8 +146,3 @@ def pipeline_dict(path: Path) -> dict[str, Any]:
     """The pipeline file's content as albumentations' own dict (for the run's options record and
     to rebuild it in worker processes with ``A.from_dict``)."""
     return A.to_dict(load_pipeline(path))
-
-
-def describe(transforms: list[A.BasicTransform]) -> str:
-    """A short one-line description, e.g. for logs."""
-    return json.dumps([type(t).__name__ for t in transforms])

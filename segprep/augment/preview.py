@@ -59,8 +59,10 @@ def write_preview(manifest: Path, out: Path, *, n: int = 8, variants: int = 5) -
             axes = figure.add_subplot(len(grid), columns, r * columns + c + 1)
             axes.imshow(picture)
             axes.set_axis_off()
-            title = row["sample_id"] if c == 0 else row["sample_id"].rsplit("~", 1)[-1]
-            axes.set_title(title[-28:], fontsize=7)
+            name = row["sample_id"].rsplit("/", 1)[-1]  # the stem: source names are long
+            if c > 0:
+                name = "~" + name.rsplit("~", 1)[-1]
+            axes.set_title(name[:22] + "…" + name[-5:] if len(name) > 28 else name, fontsize=7)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.png")
