@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SHARD_FORMAT = "segprep-shard"
 SHARD_VERSION = 1
 COMPRESSIONS = ("lzf", "gzip", "none")
-_GROW = 64  # fixed-layout datasets grow by this many samples at a time
+_GROW = 32  # fixed-layout rows are written in blocks of this many samples
 
 
 def _key(index: int) -> str:
@@ -71,6 +71,8 @@ class ShardWriter:
             self._compression = dict.fromkeys(("images", "masks", "roi"),
                                               _compression_args(compression))
         self._ids: list[str] = []
+        self._pending: list[dict[str, np.ndarray]] = []  # fixed layout: rows not yet written
+        self._written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.tmp_path, "w")
         self._file.attrs.update(format=SHARD_FORMAT, version=SHARD_VERSION, stage=stage,
@@ -94,6 +96,7 @@ class ShardWriter:
             mask: np.ndarray | None = None, roi: np.ndarray | None = None) -> int:
         """Store one sample's arrays; returns its index in this shard."""
         index = len(self._ids)
+        arrays = {}
         for name, array, ndim in (("images", image, 3), ("masks", mask, 2), ("roi", roi, 2)):
             if array is None:
                 continue
@@ -101,32 +104,49 @@ class ShardWriter:
             if array.dtype != np.uint8 or array.ndim != ndim or (ndim == 3 and array.shape[2] != 3):
                 raise ShardError(f"{sample_id}: {name} must be uint8 with {ndim} dims"
                                  f"{' (H, W, 3)' if ndim == 3 else ''}; got {array.dtype} {array.shape}")
-            if self.fixed_size:
-                self._put_fixed(name, index, array, sample_id)
-            else:
+            if self.fixed_size and array.shape[:2] != self.fixed_size:
+                raise ShardError(f"{sample_id}: {name} is {array.shape[:2]}, shard is fixed at "
+                                 f"{self.fixed_size}")
+            arrays[name] = array
+        if self.fixed_size:
+            self._pending.append(arrays)
+            if len(self._pending) >= _GROW:
+                self._flush()
+        else:
+            for name, array in arrays.items():
                 group = self._file.require_group(name)
                 group.create_dataset(_key(index), data=array, chunks=array.shape,
                                      **self._compression[name])
-        if self.fixed_size and roi is None and "roi" in self._file:
-            self._put_fixed("roi", index, np.ones(self.fixed_size, np.uint8), sample_id)
         self._ids.append(sample_id)
         return index
 
-    def _put_fixed(self, name: str, index: int, array: np.ndarray, sample_id: str) -> None:
-        if array.shape[:2] != self.fixed_size:
-            raise ShardError(f"{sample_id}: {name} is {array.shape[:2]}, shard is fixed at {self.fixed_size}")
-        if name not in self._file:
-            shape = array.shape
-            dataset = self._file.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
-                dtype=np.uint8, **self._compression[name])
-            if name == "roi" and index > 0:  # samples written before the first ROI have none
-                dataset.resize(index, axis=0)
-                dataset[:index] = 1
-        dataset = self._file[name]
-        if dataset.shape[0] <= index:
-            dataset.resize(index + _GROW, axis=0)
-        dataset[index] = array
+    def _flush(self) -> None:
+        """Write the pending fixed-size rows with one call per array: h5py's per-call cost
+        is several times the cost of copying one 352x352 chunk."""
+        if not self._pending:
+            return
+        start, stop = self._written, self._written + len(self._pending)
+        for name in ("images", "masks", "roi"):
+            given = [row.get(name) for row in self._pending]
+            if all(array is None for array in given) and name not in self._file:
+                continue
+            if name == "roi":  # samples without an ROI get an all-ones one
+                given = [np.ones(self.fixed_size, np.uint8) if array is None else array
+                         for array in given]
+            elif any(array is None for array in given) or (start and name not in self._file):
+                raise ShardError(f"{self.path}: every sample of a fixed-size shard needs {name}")
+            if name not in self._file:
+                shape = given[0].shape
+                dataset = self._file.create_dataset(
+                    name, shape=(start, *shape), maxshape=(None, *shape), chunks=(1, *shape),
+                    dtype=np.uint8, **self._compression[name])
+                if start:  # samples written before the first ROI have none
+                    dataset[:start] = 1
+            dataset = self._file[name]
+            dataset.resize(stop, axis=0)
+            dataset[start:stop] = np.stack(given)
+        self._written = stop
+        self._pending = []
 
     def close(self) -> Path:
         """Finish the file and give it its final name."""
@@ -134,9 +154,7 @@ class ShardWriter:
             return self.path
         n = len(self._ids)
         if self.fixed_size:
-            for name in ("images", "masks", "roi"):
-                if name in self._file:
-                    self._file[name].resize(n, axis=0)
+            self._flush()
         self._file.create_dataset("ids", data=np.array(self._ids, dtype=object),
                                   dtype=h5py.string_dtype())
         self._file.attrs["n"] = n
