@@ -253,3 +253,20 @@ def test_cli_version_and_expected_errors_are_one_line() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "segprep, version" in result.output
+
+
+def test_package_boundaries() -> None:
+    """segprep never imports torch; segtrain reads segprep only through its contract modules."""
+    import ast
+    root = Path(__file__).resolve().parents[1]
+    allowed = {"segprep", "segprep.manifest", "segprep.shards", "segprep.errors", "segprep.lazycli"}
+    for package in ("segprep", "segtrain"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    if package == "segprep":
+                        assert not name.startswith("torch"), f"{path} imports {name}"
+                    elif name.startswith("segprep"):
+                        assert name in allowed, f"{path} imports {name}"
