@@ -11,41 +11,16 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from segprep.manifest import write_manifest
-from segprep.shards import ShardWriter
 from segtrain import bench as B
 from segtrain.cli import main as cli
 from segtrain.errors import SegtrainError
 
-SIZE = 32
+from blobs import SIZE, blob_manifest
+
 # 1 epoch of 4-8-16-channel U-Nets on 8 images of 32x32: a run takes a second or two on a CPU.
 RUN_ARGS = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--lr", "0.01",
             "--base-channels", "4"]
 MODELS = "unet,unet-strided"  # both take depth=2 (from the config file)
-
-
-def blob_manifest(root: Path, counts: dict[str, int] | None = None) -> Path:
-    """Bright discs on dark noise, fixed size, train/val/test."""
-    counts = counts or {"train": 8, "val": 4, "test": 4}
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    rows = []
-    shard = "shards/blobs-00000.h5"
-    with ShardWriter(root / shard, "augment", fixed_size=(SIZE, SIZE)) as writer:
-        for split, n in counts.items():
-            for i in range(n):
-                cy, cx = rng.uniform(0.3 * SIZE, 0.7 * SIZE, 2)
-                mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(0.15, 0.3) ** 2 * SIZE**2).astype(np.uint8)
-                image = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
-                image[mask > 0] += np.uint8(150)
-                sample_id = f"blobs/{split}{i:02d}"
-                index = writer.add(sample_id=sample_id, image=image, mask=mask)
-                rows.append({"sample_id": sample_id, "source": "blobs", "split": split, "group": sample_id,
-                             "image_shard": shard, "image_index": index, "mask_shard": shard,
-                             "mask_index": index, "height": SIZE, "width": SIZE,
-                             "fg_fraction": float(mask.mean()), "status": "ok", "issues": "",
-                             "parent_id": "", "image_path": "", "mask_path": ""})
-    return write_manifest(pd.DataFrame(rows), root / "augment.csv")
 
 
 @pytest.fixture(scope="module")

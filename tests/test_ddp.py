@@ -14,40 +14,19 @@ import pandas as pd
 import pytest
 import torch
 
-from segprep.manifest import write_manifest
-from segprep.shards import ShardWriter
 from segtrain.checkpoint import load_model
 from segtrain.data import ShardDataset
 from segtrain.evaluate import evaluate
 
-SIZE = 32
+from blobs import blob_manifest
 
-
-def blob_manifest(root: Path) -> Path:
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    rows, shard = [], "shards/blobs-00000.h5"
-    with ShardWriter(root / shard, "augment", fixed_size=(SIZE, SIZE)) as writer:
-        # odd counts: the ranks get unequal val/test shares, which must not hang or double count
-        for split, n in (("train", 8), ("val", 5), ("test", 3)):
-            for i in range(n):
-                cy, cx = rng.uniform(0.3 * SIZE, 0.7 * SIZE, 2)
-                mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(5, 9) ** 2).astype(np.uint8)
-                image = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
-                image[mask > 0] += np.uint8(150)
-                index = writer.add(sample_id=f"b/{split}{i}", image=image, mask=mask)
-                rows.append({"sample_id": f"b/{split}{i}", "source": "b", "split": split, "group": f"{split}{i}",
-                             "image_shard": shard, "image_index": index, "mask_shard": shard,
-                             "mask_index": index, "height": SIZE, "width": SIZE,
-                             "fg_fraction": float(mask.mean()), "status": "ok", "issues": "", "parent_id": "",
-                             "image_path": "", "mask_path": ""})
-    return write_manifest(pd.DataFrame(rows), root / "augment.csv")
 
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch built without gloo")
 def test_torchrun_two_cpu_processes(tmp_path):
-    manifest = blob_manifest(tmp_path)
+    # odd counts: the ranks get unequal val/test shares, which must not hang or double count
+    manifest = blob_manifest(tmp_path, {"train": 8, "val": 5, "test": 3}, seed=1)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"base_channels": 4, "model_kwargs": {"depth": 2}}))
     out = tmp_path / "ddp"

@@ -22,40 +22,14 @@ from segtrain.config import CONFIG_KEYS, RunConfig, resolve_config
 from segtrain.errors import SegtrainError
 from segtrain.metrics import METRIC_NAMES
 
-SIZE = 32
+from blobs import SIZE, blob_manifest
+
 TINY = {"base_channels": 4, "model_kwargs": {"depth": 2}}  # unet: 4-8-16 channels, ~6k parameters
-
-
-def blob_manifest(root: Path, counts: dict[str, int] | None = None, size: int = SIZE, seed: int = 0) -> Path:
-    """A fixed-size manifest of bright discs on dark noise (learnable in a few steps), plus one
-    excluded train row that every stage must skip."""
-    counts = counts or {"train": 8, "val": 4, "test": 4}
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    rows = []
-    shard = "shards/blobs-00000.h5"
-    with ShardWriter(root / shard, "augment", fixed_size=(size, size)) as writer:
-        for split, n in counts.items():
-            for i in range(n + (split == "train")):
-                cy, cx = rng.uniform(0.3 * size, 0.7 * size, 2)
-                radius = rng.uniform(0.15 * size, 0.3 * size)
-                mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2).astype(np.uint8)
-                image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-                image[mask > 0] += np.uint8(150)
-                sample_id = f"blobs/{split}{i:02d}"
-                index = writer.add(sample_id=sample_id, image=image, mask=mask)
-                rows.append({"sample_id": sample_id, "source": "blobs", "split": split, "group": sample_id,
-                             "image_shard": shard, "image_index": index, "mask_shard": shard,
-                             "mask_index": index, "height": size, "width": size,
-                             "fg_fraction": float(mask.mean()),
-                             "status": "excluded" if i == n else "ok", "issues": "",
-                             "parent_id": "", "image_path": "", "mask_path": ""})
-    return write_manifest(pd.DataFrame(rows), root / "augment.csv")
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    return blob_manifest(tmp_path_factory.mktemp("blobs"))
+    return blob_manifest(tmp_path_factory.mktemp("blobs"), excluded_train_row=True)
 
 
 def config(manifest: Path, out: Path, **options) -> RunConfig:
@@ -259,7 +233,7 @@ def test_bad_input(manifest, tmp_path):
         trainer.train(config(manifest, tmp_path / "x", loss="l2"))
     with pytest.raises(SegprepError, match="missing.csv: manifest not found"):
         trainer.train(config(tmp_path / "missing.csv", tmp_path / "x"))
-    no_val = blob_manifest(tmp_path / "noval", counts={"train": 4, "test": 2})
+    no_val = blob_manifest(tmp_path / "noval", counts={"train": 4, "test": 2}, excluded_train_row=True)
     with pytest.raises(SegtrainError, match=r"split 'val' has no rows"):
         trainer.train(config(no_val, tmp_path / "x"))
     with pytest.raises(SegtrainError, match="has no option 'deep_supervision'"):
