@@ -71,9 +71,45 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
     return data, kind
 
 
-def _decode(path: Path) -> np.ndarray:
-    """Decoded pixels in the file's own channel order and depth (BGR[A] from OpenCV)."""
+# libjpeg-turbo writes RGB as cheaply as BGR: decoding a colour JPEG straight to RGB saves the
+# BGR->RGB pass over every pixel (~0.4 ms per Kvasir-SEG image) and gives the same bytes.
+# IMREAD_COLOR* would apply an EXIF rotation that IMREAD_UNCHANGED does not; turn that off.
+_JPEG_RGB = (cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+             if hasattr(cv2, "IMREAD_COLOR_RGB") else None)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int] | None:
+    """``(precision, components)`` from a JPEG's frame header (SOFn), None when not found."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (data[i + 4], data[i + 9]) if i + 10 <= n else None
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _decode(path: Path, *, rgb: bool = False) -> tuple[np.ndarray, bool]:
+    """Decoded pixels in the file's own channel order and depth (BGR[A] from OpenCV), and
+    whether they are RGB: with ``rgb=True`` an 8-bit, 3-component JPEG comes back as RGB (the
+    same pixels as decoding to BGR and swapping the channels); every other file keeps BGR[A].
+    """
     data, kind = _read_bytes(path)
+    if rgb and kind == "jpeg" and _JPEG_RGB is not None and _jpeg_frame(data) == (8, 3):
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_RGB)
+        if array is None or array.size == 0:
+            raise DecodeError(f"{path}: cannot decode JPEG (corrupt or truncated)")
+        return array, True
     if kind == "gif":
         # OpenCV's GIF support is optional at build time; Pillow always has it.
         try:
@@ -86,11 +122,11 @@ def _decode(path: Path) -> np.ndarray:
             raise DecodeError(f"{path}: cannot decode GIF ({exc})") from None
         if array.ndim == 3:  # Pillow gives RGB; keep OpenCV's BGR convention below
             array = array[..., [2, 1, 0, 3][: array.shape[2]]]
-        return array
+        return array, False
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise DecodeError(f"{path}: cannot decode {kind.upper()} (corrupt or truncated)")
-    return array
+    return array, False
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
@@ -112,7 +148,10 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
 def read_image(path: Path) -> np.ndarray:
     """An image file as ``uint8`` RGB ``(H, W, 3)``. Raises :class:`DecodeError` naming the file."""
     path = Path(path)
-    array = _to_uint8(_decode(path), path)
+    array, is_rgb = _decode(path, rgb=True)
+    if is_rgb:  # IMREAD_COLOR_RGB always gives uint8 (H, W, 3)
+        return array
+    array = _to_uint8(array, path)
     if array.ndim == 2:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
@@ -121,7 +160,9 @@ def read_image(path: Path) -> np.ndarray:
         return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     if array.shape[2] == 4:
         return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    # The decoded array is this function's own: swap in place instead of filling a new one.
+    own = array.flags.writeable and array.flags.c_contiguous
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array if own else None)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -133,7 +174,7 @@ def read_mask(path: Path) -> np.ndarray:
     the way a luminance conversion would darken it.
     """
     path = Path(path)
-    array = _decode(path)
+    array, _ = _decode(path)
     if array.dtype == np.uint16 and int(array.max(initial=0)) <= 255:
         array = array.astype(np.uint8)
     array = _to_uint8(array, path)
@@ -142,10 +183,16 @@ def read_mask(path: Path) -> np.ndarray:
             colour, alpha = array[..., :3], array[..., 3]
             # Some tools draw the mask into the alpha channel over a constant colour.
             array = alpha if colour.min() == colour.max() else colour
-        # np.maximum.reduce over channel planes: numpy's max(axis=2) over a 3-long last
-        # axis is ~25x slower and dominated mask decoding.
-        array = (np.maximum.reduce([array[..., c] for c in range(array.shape[2])])
-                 if array.shape[2] > 1 else array[..., 0])
+        if 1 < array.shape[2] <= 4 and array.flags.c_contiguous:
+            # Contiguous planes and cv2.max: ~2.5x faster than np.maximum.reduce over the
+            # strided channel views (numpy's max(axis=2) is ~25x slower still).
+            planes = cv2.split(array)
+            array = planes[0]
+            for plane in planes[1:]:
+                cv2.max(array, plane, dst=array)
+        else:
+            array = (np.maximum.reduce([array[..., c] for c in range(array.shape[2])])
+                     if array.shape[2] > 1 else array[..., 0])
     if array.ndim != 2:
         raise DecodeError(f"{path}: unsupported mask shape {array.shape}")
     return np.ascontiguousarray(array)

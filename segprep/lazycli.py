@@ -15,22 +15,41 @@ from segprep.errors import SegprepError
 
 
 class LazyGroup(click.Group):
-    """``lazy_commands`` maps a command name to ``"package.module:attribute"``."""
+    """``lazy_commands`` maps a command name to ``"package.module:attribute"``; ``short_help``
+    maps it to the one line the group's ``--help`` shows, so listing the commands imports none
+    of them (click would import each one to read its docstring)."""
 
     def __init__(self, *args, lazy_commands: dict[str, str] | None = None,
+                 short_help: dict[str, str] | None = None,
                  expected_errors: tuple[type[BaseException], ...] = (SegprepError,), **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy_commands = dict(lazy_commands or {})
+        self.short_help = dict(short_help or {})
         self.expected_errors = expected_errors
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+        # Lazy commands in the order given (the pipeline's), then any others.
+        others = sorted(set(super().list_commands(ctx)) - set(self.lazy_commands))
+        return list(self.lazy_commands) + others
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_commands:
             module_name, attr = self.lazy_commands[cmd_name].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.short_help:
+                rows.append((name, self.short_help[name]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:

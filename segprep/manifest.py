@@ -56,6 +56,8 @@ def read_manifest(path: Path, *, check_shards: bool = True) -> pd.DataFrame:
     Extra columns are kept as text. Empty cells read as empty strings, never NaN.
     """
     path = Path(path)
+    if path.is_dir():
+        raise _fail(path, "a folder, not a manifest CSV")
     if not path.is_file():
         raise _fail(path, "manifest not found")
     try:
@@ -63,6 +65,9 @@ def read_manifest(path: Path, *, check_shards: bool = True) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise _fail(path, f"not a readable CSV ({exc})") from None
     missing = [column for column in COLUMNS if column not in df.columns]
+    if len(missing) == len(COLUMNS):
+        raise _fail(path, f"not a segprep manifest (none of the columns {', '.join(COLUMNS[:4])}, "
+                          f"... in its first line)")
     if missing:
         raise _fail(path, f"missing column(s) {', '.join(missing)}; a manifest needs "
                           f"{', '.join(COLUMNS)}")

@@ -459,6 +459,9 @@ def write_leaderboard(frame: pd.DataFrame, out: Path, *, title: str = "") -> dic
 def run_bench(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out: Path,
               base: dict[str, Any] | None = None, **hooks: Any) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Plan, run (or reuse) every job, write the leaderboard files. ``hooks`` go to ``run_jobs``."""
+    from segprep.manifest import read_manifest
+
+    read_manifest(Path(manifest))  # a bad manifest is one error now, not one failure per run
     jobs = plan(manifest, combos, seeds=seeds, out=out, base=base)
     results = run_jobs(jobs, **hooks)
     frame = leaderboard(results)

@@ -79,13 +79,24 @@ def resolve_normalization(normalize: str | Mapping[str, Any]) -> tuple[np.ndarra
     return (values["mean"] * scale).astype(np.float32), (values["std"] * scale).astype(np.float32)
 
 
+def _normalize_into(image: np.ndarray, out: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """uint8 (H, W, 3) -> ``out`` float32 (3, H, W): ``(x - mean) * (1 / std)`` per channel.
+
+    numpy, not torch: torch's intra-op thread pool makes these small element-wise ops several
+    times slower when the cores are busy (and the main process has no worker limit). Plane by
+    plane: cv2.split de-interleaves RGB in one SIMD pass (it starts no OpenCV threads) and each
+    plane's two passes stay in cache; 1.5x faster than numpy over the transposed image, which
+    reads with a stride of 3. The float32 operations are the same, so the result is too."""
+    scale = 1.0 / std
+    for c, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
+        np.subtract(plane, mean[c], out=out[c], dtype=np.float32)
+        out[c] *= scale[c]
+
+
 def image_to_tensor(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> normalised float32 (3, H, W), contiguous. Shared with prediction."""
-    # numpy, not torch: torch's intra-op thread pool makes these small element-wise ops
-    # several times slower when the cores are busy (and the main process has no worker limit).
     out = np.empty((3, image.shape[0], image.shape[1]), dtype=np.float32)
-    np.subtract(image.transpose(2, 0, 1), mean[:, None, None], out=out, dtype=np.float32)
-    out *= (1.0 / std)[:, None, None]
+    _normalize_into(image, out, mean, std)
     return torch.from_numpy(out)
 
 
@@ -321,8 +332,7 @@ def collate(data: list[dict[str, Any]]) -> dict[str, Any]:
 def finish_batch(batch: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
     """uint8 batch -> ``image`` float32 (N, 3, H, W) normalised, ``mask`` int64, ``roi`` uint8.
 
-    numpy rather than torch element-wise ops: torch's intra-op threads make these several
-    times slower when the cores are busy with the workers."""
+    numpy rather than torch element-wise ops (see ``_normalize_into``)."""
     if not isinstance(batch, _RawCollated):
         return batch
     images = batch["image"].numpy()
@@ -330,9 +340,8 @@ def finish_batch(batch: dict[str, Any], pin_memory: bool = False) -> dict[str, A
     image = torch.empty((n, 3, height, width), dtype=torch.float32, pin_memory=pin_memory)
     mask = torch.empty((n, height, width), dtype=torch.int64, pin_memory=pin_memory)
     out = image.numpy()
-    np.subtract(images.transpose(0, 3, 1, 2), batch["mean"][None, :, None, None], out=out,
-                dtype=np.float32)
-    out *= (1.0 / batch["std"])[None, :, None, None]
+    for k in range(n):  # per sample: the same operations as image_to_tensor, cache-sized
+        _normalize_into(images[k], out[k], batch["mean"], batch["std"])
     mask.numpy()[...] = batch["mask"].numpy()
     roi = batch["roi"]
     if roi is None:

@@ -436,3 +436,17 @@ def test_cli_errors_are_one_line(manifest: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "bad --size 'big'" in result.output
     result = runner.invoke(main, ["augment", str(tmp_path / "missing.csv")])
     assert result.exit_code == 1 and "missing.csv: manifest not found" in result.output
+
+
+def test_cli_out_option_and_the_work_alias(manifest: Path, tmp_path: Path) -> None:
+    """-o/--out names the WORK folder as in `segprep clean`; --work, its former name, still works."""
+    runner = CliRunner()
+    args = ["augment", str(manifest), "--factor", "2", "--size", "32", "--preset", "light"]
+    for option, folder in (("--out", "a"), ("-o", "b"), ("--work", "c")):
+        result = runner.invoke(main, [*args, option, str(tmp_path / folder)])
+        assert result.exit_code == 0, result.output
+        assert len(read_manifest(tmp_path / folder / "manifests" / "augment.csv")) == 8  # 3 x 2 + val + test
+    help_text = runner.invoke(main, ["augment", "--help"]).output
+    assert "-o, --out" in help_text and "--work " not in help_text and "Example" in help_text
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "a"), "--work", str(tmp_path / "c")])
+    assert result.exit_code == 1 and "disagree" in result.output

@@ -194,3 +194,23 @@ def test_bad_grid_values_and_speed_names(tmp_path) -> None:
         B.speed_benchmark(["nope"], size=(32, 32), batch_size=1, device="cpu")
     result = CliRunner().invoke(cli, ["bench"])
     assert result.exit_code == 1 and "MANIFEST is needed" in result.output
+
+
+def test_bad_manifest_fails_once_before_any_run(tmp_path) -> None:
+    notes = tmp_path / "notes.csv"
+    notes.write_text("hello\nworld\n")
+    for manifest in (notes, tmp_path / "missing.csv"):
+        result = CliRunner().invoke(cli, ["bench", str(manifest), "--out", str(tmp_path / "o"), *RUN_ARGS])
+        assert result.exit_code == 1 and str(manifest.name) in result.output, result.output
+        assert "[1/1]" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_failed_runs_make_a_nonzero_exit(data, tmp_path) -> None:
+    manifest, config = data
+    # 30 px is not divisible by the 2-level U-Net's stride: every run fails, the bench still reports.
+    result = CliRunner().invoke(cli, ["bench", str(manifest), "--models", "unet", "--losses", "dice",
+                                      "--out", str(tmp_path / "o"), "--config", str(config),
+                                      "--size", "30", *RUN_ARGS])
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output and "1 run(s) failed" in result.output.splitlines()[-1]
+    assert (tmp_path / "o" / "leaderboard.md").is_file()

@@ -244,6 +244,11 @@ def test_missing_or_garbage_manifest(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ManifestError, match="not a readable CSV"):
         read_manifest(tmp_path / "empty.csv")
+    (tmp_path / "notes.csv").write_text("hello world\nnot a manifest\n")
+    with pytest.raises(ManifestError, match="notes.csv: not a segprep manifest"):
+        read_manifest(tmp_path / "notes.csv")
+    with pytest.raises(ManifestError, match="a folder, not a manifest"):
+        read_manifest(tmp_path)
 
 
 # ----------------------------------------------------------------------------- CLI shell
@@ -253,6 +258,39 @@ def test_cli_version_and_expected_errors_are_one_line() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "segprep, version" in result.output
+
+
+@pytest.mark.parametrize("package", ["segprep", "segtrain"])
+def test_group_help_lists_every_command_fast_and_each_has_an_example(package: str) -> None:
+    """`segprep --help` / `segtrain --help` show one line per command without importing any
+    (no torch, OpenCV or pandas), and every command's own --help shows an example."""
+    import subprocess
+    import sys
+    code = (f"import sys; from {package}.cli import main\n"
+            f"try: main(['--help'])\nexcept SystemExit: pass\n"
+            f"print('LOADED', sorted(m for m in ('torch', 'cv2', 'pandas', 'albumentations') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "LOADED []" in out, out
+    commands = __import__(f"{package}.cli", fromlist=["COMMANDS"]).COMMANDS
+    listing = out.split("Commands:")[1].splitlines()[1:len(commands) + 1]
+    assert [line.split()[0] for line in listing] == list(commands)
+    assert not any(line.endswith("...") for line in listing)
+    main = __import__(f"{package}.cli", fromlist=["main"]).main
+    for name in commands:
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, (name, result.output)
+
+
+def test_library_code_logs_never_prints() -> None:
+    import ast
+    root = Path(__file__).resolve().parents[1]
+    for package in ("segprep", "segtrain"):
+        for path in (root / package).rglob("*.py"):
+            if "cli" in path.relative_to(root).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                    raise AssertionError(f"{path}:{node.lineno} prints; log instead")
 
 
 def test_package_boundaries() -> None:

@@ -21,10 +21,12 @@ def _size_text(n: int) -> str:
 
 
 def _where(path: Path) -> str:
+    """Relative to the current folder when inside it, else absolute (never ../../tmp/...)."""
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive on Windows
         return str(path)
+    return str(Path(path).resolve()) if relative.startswith("..") else relative
 
 
 @click.command("augment")
@@ -42,25 +44,43 @@ def _where(path: Path) -> str:
 @click.option("--aspect", type=click.Choice(ASPECTS), default="resize", show_default=True,
               help="resize: stretch to the size; pad: keep the aspect ratio and pad with black.")
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
-              help="Compression of the images (masks and ROIs are always lzf). lzf saves ~20% "
-                   "on photographs and costs more time than augmenting them.")
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Compression of the images (masks and ROIs are always gzip level 1). lzf "
+                   "saves ~20% on photographs and costs more time than augmenting them.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; each variant's seed derives from it, the sample and the variant.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: all available cores). The output is the same "
-                   "for any number.")
+              help="Worker processes [default: all cores]; the output is the same for any number.")
 @click.option("--preview", type=click.IntRange(min=0), default=0, show_default=True,
               help="Write WORK/reports/augment/preview.png with N samples x a few variants.")
-@click.option("-o", "--work", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="WORK folder (default: the parent of the manifest's folder).")
-@click.option("--force", is_flag=True, help="Redo a finished run.")
+@click.option("-o", "--out", "work", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="WORK folder for shards/augment-*.h5, manifests/augment.csv and "
+                   "reports/augment/ [default: the parent of the manifest's folder, WORK for "
+                   "WORK/manifests/clean.csv].")
+# The option's first name, kept working for scripts written before -o became --out.
+@click.option("--work", "work_alias", type=click.Path(path_type=Path, file_okay=False),
+              default=None, hidden=True)
+@click.option("--force", is_flag=True,
+              help="Redo a finished run (the same options again are a no-op; other options "
+                   "are an error without --force).")
 def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | None,
             pipeline: Path | None, aspect: str, compression: str, seed: int, workers: int | None,
-            preview: int, work: Path | None, force: bool) -> None:
+            preview: int, work: Path | None, work_alias: Path | None, force: bool) -> None:
     """Augment the training split FACTOR times and resize val/test to SIZE.
 
     Reads MANIFEST (clean.csv, or ingest.csv), writes WORK/shards/augment-*.h5 (fixed size,
     one chunk per sample) and WORK/manifests/augment.csv. Excluded rows are not carried.
+    Details: docs/AUGMENT.md.
+
+    \b
+    Example:
+      segprep augment work/manifests/clean.csv --factor 25 --size 352 --preview 8
     """
+    from segprep.errors import SegprepError
+
+    if work_alias is not None:
+        if work is not None and work != work_alias:
+            raise SegprepError(f"--out {work} and --work {work_alias} disagree; give --out only")
+        work = work_alias
     from segprep.augment.stage import augment as run_augment  # albumentations loads only here
 
     result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,

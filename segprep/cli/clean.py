@@ -53,8 +53,11 @@ _D = CleanOptions()
               help="Near-duplicate: minimum correlation of the registered images' fine detail.")
 @click.option("--dice-min", default=_D.dice_min, show_default=True, type=float,
               help="(Near-)duplicates whose masks have a Dice below this disagree (conflict).")
-@click.option("--workers", type=int, default=None, help="Processes [default: all cores].")
-@click.option("--force", is_flag=True, help="Redo a finished clean run.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: all cores]; the output is the same for any number.")
+@click.option("--force", is_flag=True,
+              help="Redo a finished run (the same input and options again are a no-op; other "
+                   "options are an error without --force).")
 def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, threshold: str,
           nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
@@ -66,13 +69,13 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
 
     Excluded samples stay in clean.csv (status=excluded, with their codes); later stages
     skip them. Codes and options: docs/CLEAN.md.
+
+    \b
+    Example:
+      segprep clean work/manifests/ingest.csv --strict
     """
     from segprep.checks.options import parse_threshold
     from segprep.clean import clean as run_clean
-    from segprep.errors import SegprepError
-
-    if workers is not None and workers < 1:
-        raise SegprepError(f"--workers must be at least 1, got {workers}")
     options = CleanOptions(
         threshold=parse_threshold(threshold), nonbinary_share=nonbinary_share,
         min_area=min_area, max_hole=max_hole, thin_compactness=thin_compactness,

@@ -22,8 +22,10 @@ import click
 @click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the group split.")
 @click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV split list (source,stem,split[,group]), e.g. manifests/kvasir-seg_medico2020.csv.")
-@click.option("--workers", type=int, default=None, help="Decoding processes [default: all cores].")
-@click.option("--force", is_flag=True, help="Redo everything, even when nothing changed.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: all cores]; the output is the same for any number.")
+@click.option("--force", is_flag=True,
+              help="Redo everything, even when nothing changed (an unchanged rerun is a no-op).")
 def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: float,
            split_seed: int, splits_file: Path | None, workers: int | None, force: bool) -> None:
     """Read raw dataset folders into HDF5 shards and WORK/manifests/ingest.csv.
@@ -31,6 +33,11 @@ def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: fl
     Each SRC is a dataset as downloaded (or a folder holding one); its layout is detected
     unless --layout names it. Unpaired and unreadable files are listed in
     WORK/reports/ingest/; the command fails only when nothing could be ingested.
+
+    \b
+    Examples:
+      segprep ingest data/synth-kvasir -o work
+      segprep ingest Kvasir-SEG -o work --splits manifests/kvasir-seg_medico2020.csv
     """
     from segprep.ingest import ingest as run_ingest
 

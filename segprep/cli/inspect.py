@@ -12,7 +12,12 @@ import click
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
 def inspect(manifest: Path) -> None:
     """Summarise a manifest: per source and split, count, sizes, foreground fraction
-    quartiles, status and issue counts."""
+    quartiles, status and issue counts.
+
+    \b
+    Example:
+      segprep inspect work/manifests/ingest.csv
+    """
     from segprep.inspect import inspect_manifest
 
     click.echo(inspect_manifest(manifest).summary())
@@ -22,7 +27,12 @@ def inspect(manifest: Path) -> None:
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
 def verify(manifest: Path) -> None:
     """Check that every row resolves to a readable sample of the recorded size and checksum;
-    name each row that does not (exit 1 if any)."""
+    name each row that does not (exit 1 if any).
+
+    \b
+    Example:
+      segprep verify work/manifests/ingest.csv
+    """
     from segprep.inspect import verify as run_verify
 
     result = run_verify(manifest)

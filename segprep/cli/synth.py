@@ -50,7 +50,9 @@ def synth(out: Path, layout: str, n: int, size: tuple[int, int], noise: float, s
     OUT/synth_truth.csv lists them; OUT/synth_groups.csv gives each sample's true group
     (video sequence; a copy shares its source's group).
 
-    Example: segprep synth demo/kvasir --layout kvasir-seg --n 100 --noise 0.2 --seed 1
+    \b
+    Example:
+      segprep synth data/synth-kvasir --layout kvasir-seg --n 200 --noise 0.2 --seed 0
     """
     result = make_dataset(out, layout, n=n, size=size, noise=noise, seed=seed, force=force)
     counts = ", ".join(f"{code} {count}" for code, count in result.defect_counts.items())

@@ -43,8 +43,8 @@ def describe_layouts() -> str:
 def get_layout(name: str) -> ModuleType:
     registry = layouts()
     if name not in registry:
-        raise SegprepError(f"unknown layout {name!r}; valid layouts (or 'auto'):\n"
-                           f"{describe_layouts()}")
+        raise SegprepError(f"unknown layout {name!r}; valid layouts: auto, {', '.join(registry)} "
+                           f"(what each expects on disk: README.md, docs/FORMATS.md)")
     return registry[name]
 
 

@@ -13,9 +13,16 @@ COMMANDS = {
     "predict": "segtrain.cli.predict:predict",
     "bench": "segtrain.cli.bench:bench",
 }
+# What `segtrain --help` shows per command (without importing it).
+SHORT_HELP = {
+    "models": "List the models: name, paper, parameters and GMACs.",
+    "run": "Train one model, keep the best epoch on val, evaluate on test.",
+    "predict": "Predict masks and overlays for images, folders or manifests.",
+    "bench": "Models x losses leaderboard, or images/s per model (--speed-only).",
+}
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, short_help=SHORT_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="segtrain")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")

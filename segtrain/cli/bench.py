@@ -19,7 +19,7 @@ def _names(text: str | None) -> list[str]:
 
 
 @click.command("bench")
-@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--models", help="Comma-separated model names [default: unet; --speed-only: all].")
 @click.option("--losses", help="Comma-separated loss names [default: bce+dice].")
 @click.option("--grid", type=click.Path(path_type=Path),
@@ -27,7 +27,7 @@ def _names(text: str | None) -> list[str]:
                    "one combination per row, instead of --models x --losses.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs per combination, seeds --seed, --seed+1, ...")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False),
               help="Bench folder [default: runs/bench-<manifest name>, runs/bench-speed].")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML or JSON file of run options shared by every run (the command line wins).")
@@ -49,6 +49,12 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
 
     With --speed-only (no MANIFEST): images/s of a training step and of inference per model on
     random tensors at --size and --batch-size, AMP off and on; writes speed.csv and speed.md.
+
+    \b
+    Examples:
+      segtrain bench work/manifests/augment.csv --models unet,unetpp --losses bce,dice --seeds 3
+      segtrain bench work/manifests/augment.csv --grid my_grid.csv
+      segtrain bench --speed-only --size 352 --batch-size 16
     """
     from segtrain import bench as B
     from segtrain.config import read_config_file
@@ -109,6 +115,8 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
     click.echo(f"{len(frame)} combinations x {seeds} seed(s): {counts['run']} trained, {counts['resume']} "
                f"resumed, {counts['reused']} reused, {counts['failed']} failed, in "
                f"{time.perf_counter() - start:.0f} s; leaderboard: {paths['md']} (.csv, .png)")
+    if counts["failed"]:
+        raise SegtrainError(f"{counts['failed']} run(s) failed (reasons above and in {paths['md']})")
 
 
 def _speed(models: str | None, base: dict, out: Path | None, steps: int, warmup: int,

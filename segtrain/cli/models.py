@@ -17,6 +17,10 @@ def models(as_json: bool, size: int) -> None:
 
     Models are built on the meta device, so nothing is allocated and the listing is instant.
     GMACs count convolutions and matrix products of one eval-mode forward pass.
+
+    \b
+    Example:
+      segtrain models --size 352
     """
     from segtrain.models import MODELS, model_info
 

@@ -26,6 +26,10 @@ def predict(checkpoint: Path, inputs: tuple[Path, ...], out: Path, threshold: fl
 
     Writes OUT/masks/<name>.png (0/255), OUT/overlays/<name>.png (the image with the predicted
     contour), both at the input's own size, and OUT/predictions.csv.
+
+    \b
+    Example:
+      segtrain predict runs/unet/best.pt new_images/ -o predictions/
     """
     from segtrain.predict import predict as run_predict
 

@@ -18,7 +18,7 @@ def _help(text: str, key: str) -> str:
 
 
 @click.command("run")
-@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--model", help=_help("Model name (see `segtrain models`).", "model"))
 @click.option("--loss", help=_help("Loss: bce, dice, bce+dice, focal, tversky, focal-tversky.", "loss"))
 @click.option("--epochs", type=int, help=_help("Epochs.", "epochs"))
@@ -40,7 +40,8 @@ def _help(text: str, key: str) -> str:
 @click.option("--size", help="Resize samples to HxW (needed for manifests of mixed sizes).")
 @click.option("--threshold", type=float, help=_help("Foreground probability threshold.", "threshold"))
 @click.option("--normalize", help=_help("Input normalisation: imagenet or unit.", "normalize"))
-@click.option("--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<model>-<loss>].")
+@click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Run folder [default: runs/<model>-<loss>].")
 @click.option("--resume/--no-resume", default=None, help="Continue from <out>/last.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML or JSON file with any of these options (the command line wins).")
@@ -50,6 +51,11 @@ def run(config_file: Path | None, compile_: bool | None, **options) -> None:
     Writes config.json, history.csv, best.pt, last.pt, test_per_image.csv, summary.json,
     curves.png and predictions.png to the run folder. Multi-GPU:
     `torchrun --nproc-per-node N -m segtrain run ...`.
+
+    \b
+    Examples:
+      segtrain run work/manifests/augment.csv --model unetpp --loss bce+dice --epochs 100
+      segtrain run work/manifests/augment.csv --config my_run.yaml --lr 3e-4
     """
     from segtrain.trainer import format_epoch, train
 
