@@ -28,6 +28,7 @@ import os
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -323,6 +324,7 @@ def _plan(sources: list[Source]) -> _Plan:
     near_bits = {source.name: source.near_duplicate_bits for source in sources}
     for source in sources:
         pairs = sorted(source.pairs(), key=lambda p: natural_key(p.stem))
+        fg_threshold = source.fg_threshold  # looks the layout up again on every call
         seen: dict[str, RawPair] = {}
         for pair in pairs:
             if pair.image_path is None or pair.mask_path is None:
@@ -340,7 +342,7 @@ def _plan(sources: list[Source]) -> _Plan:
             sample_id = f"{source.name}/{pair.stem}"
             tasks.append(Task(sample_id, source.name, pair.stem, str(pair.image_path),
                               str(pair.mask_path), str(pair.roi_path) if pair.roi_path else "",
-                              source.fg_threshold))
+                              fg_threshold))
             stats.append([_stat(pair.image_path), _stat(pair.mask_path), _stat(pair.roi_path)])
             official[sample_id] = pair.split
             layout_group[sample_id] = pair.group
@@ -382,6 +384,22 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@contextmanager
+def _opencv_one_thread():
+    """OpenCV on one thread while blocks run: each worker is one core's work, and OpenCV's own
+    threads only cost here (its threaded RGB->grey conversion of a Kvasir-SEG image takes 3x the
+    CPU time of the serial one). Set in this process and inherited by the forked workers:
+    cv2.setNumThreads in a forked child whose parent used OpenCV's thread pool deadlocks."""
+    threads = cv2.getNumThreads()
+    if threads != 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            cv2.setNumThreads(threads)
 
 
 def _run_blocks(pending: list[BlockTask], workers: int, bar: tqdm) -> dict[int, dict]:
@@ -491,7 +509,8 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
     pending = [b for b in blocks if b.number not in metas]
     with tqdm(total=len(plan.tasks), desc="ingest", unit="sample", disable=None) as bar:
         bar.update(sum(len(b.tasks) for b in blocks if b.number in metas))
-        metas.update(_run_blocks(pending, workers, bar))
+        with _opencv_one_thread():
+            metas.update(_run_blocks(pending, workers, bar))
 
     rows, unreadable = [], []
     for block in blocks:

@@ -81,6 +81,7 @@ class ShardWriter:
         self._pending: list[dict[str, np.ndarray]] = []  # fixed layout: rows not yet written
         self._written = 0
         self._groups: dict[str, h5py.Group] = {}  # variable layout: images/, masks/, roi/
+        self._templates: dict[str, tuple] = {}     # ... and their datasets' creation properties
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.tmp_path, "w")
         self._file.attrs.update(format=SHARD_FORMAT, version=SHARD_VERSION, stage=stage,
@@ -122,20 +123,34 @@ class ShardWriter:
                 self._flush()
         else:
             for name, array in arrays.items():
-                group = self._groups.get(name)
-                if group is None:
-                    group = self._groups[name] = self._file.require_group(name)
-                if self._compression[name]:
-                    group.create_dataset(_key(index), data=array, chunks=array.shape,
-                                         **self._compression[name])
-                else:
-                    # An uncompressed array is its own single chunk: hand HDF5 the bytes
-                    # directly instead of copying them through the chunk cache first.
-                    dataset = group.create_dataset(_key(index), shape=array.shape,
-                                                   dtype=array.dtype, chunks=array.shape)
-                    dataset.id.write_direct_chunk((0,) * array.ndim, array)
+                self._store(name, index, array)
         self._ids.append(sample_id)
         return index
+
+    def _store(self, name: str, index: int, array: np.ndarray) -> None:
+        """A variable-layout array as the single-chunk dataset ``name/<index>``."""
+        group = self._groups.get(name)
+        if group is None:
+            group = self._groups[name] = self._file.require_group(name)
+        template = self._templates.get(name)
+        if template is None:
+            # The first array of a kind goes through h5py, which sets up its creation properties
+            # (filters, no timestamps); later ones reuse them with their own chunk shape: h5py's
+            # per-call work is twice HDF5's own for a dataset this simple.
+            dsid = group.create_dataset(_key(index), shape=array.shape, dtype=array.dtype,
+                                        chunks=array.shape, **self._compression[name]).id
+            self._templates[name] = (dsid.get_create_plist(), dsid.get_type())
+        else:
+            dcpl, type_id = template[0].copy(), template[1]
+            dcpl.set_chunk(array.shape)
+            dsid = h5py.h5d.create(group.id, _key(index).encode(), type_id,
+                                   h5py.h5s.create_simple(array.shape), dcpl=dcpl)
+        if self._compression[name]:
+            dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
+        else:
+            # Uncompressed, the array's bytes are the chunk: hand them to HDF5 directly instead
+            # of copying them through the chunk cache first.
+            dsid.write_direct_chunk((0,) * array.ndim, array)
 
     def _flush(self) -> None:
         """Write the pending fixed-size rows with one call per array: h5py's per-call cost

@@ -21,9 +21,12 @@ Normalisation (``normalize=``):
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
 import os
 import random
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -260,26 +263,24 @@ class ShardDataset(Dataset):
         images and int64 masks are 2.6 MB per 352x352 sample, uint8 0.5 MB. The loader from
         ``make_loader`` turns the batch into the documented float32/int64 tensors in the main
         process (``finish_batch``); any other collate sees ordinary items.
+
+        Why one tensor (``data``: per sample the RGB pixels, the mask, the ROI if any sample
+        has one) and the indices as a list: each tensor a worker sends costs the main process
+        a connection to that worker to receive its file descriptor (~0.5 ms of CPU each side).
         """
+        loaded = [self._load(i) for i in indices]
+        has_roi = any(roi is not None for _, _, roi in loaded)  # else all ones, made in the main process
         height, width = self.size
-        shared = get_worker_info() is not None
-        images = _empty((len(indices), height, width, 3), shared)
-        masks = _empty((len(indices), height, width), shared)
-        image_np, mask_np = images.numpy(), masks.numpy()
-        roi_list = []
-        for k, i in enumerate(indices):
-            image, mask, roi = self._load(i)
-            image_np[k] = image
-            mask_np[k] = mask
-            roi_list.append(roi)
-        rois = None  # most samples have no ROI: all ones, made in the main process
-        if any(roi is not None for roi in roi_list):
-            rois = _empty((len(indices), height, width), shared)
-            for k, roi in enumerate(roi_list):
-                rois.numpy()[k] = 1 if roi is None else roi
-        return RawBatch({"image": images, "mask": masks, "roi": rois,
-                         "sample_id": [self._ids[i] for i in indices],
-                         "index": torch.tensor(indices, dtype=torch.int64),
+        data = _empty((len(indices), height * width * (5 if has_roi else 4)),
+                      shared=get_worker_info() is not None)
+        images, masks, rois = _unpack(data.numpy(), self.size, has_roi)
+        for k, (image, mask, roi) in enumerate(loaded):
+            images[k] = image
+            masks[k] = mask
+            if rois is not None:
+                rois[k] = 1 if roi is None else roi
+        return RawBatch({"data": data, "size": self.size, "has_roi": has_roi,
+                         "sample_id": [self._ids[i] for i in indices], "index": list(indices),
                          "mean": self.mean, "std": self.std})
 
 
@@ -289,7 +290,50 @@ def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
     if not shared:
         return torch.empty(shape, dtype=torch.uint8)
     storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    _populate(storage.data_ptr(), storage.nbytes())
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_madvise: Any = None  # libc's madvise once looked up; False where unavailable
+
+
+def _populate(address: int, nbytes: int) -> None:
+    """Map the pages of new shared memory in one system call rather than one page fault per
+    4 KB as the batch is written into it: ~0.15 ms less per 352x352 sample. Only a hint:
+    where the call is unavailable or refused (older kernels, other systems) nothing changes."""
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        if sys.platform.startswith("linux"):
+            try:
+                function = ctypes.CDLL(None, use_errno=True).madvise
+                function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                function.restype = ctypes.c_int
+                _madvise = function
+            except (OSError, AttributeError):
+                pass
+    if not _madvise or nbytes <= 0:
+        return
+    start = address - address % mmap.PAGESIZE  # madvise wants a page-aligned start
+    if _madvise(start, nbytes + address - start, _MADV_POPULATE_WRITE) != 0:
+        _madvise = False  # EINVAL on kernels without it: do not ask again
+
+
+def _unpack(data: np.ndarray, size: tuple[int, int], has_roi: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Views of a raw batch's ``data`` (N, H*W*4 or 5): images (N, H, W, 3), masks (N, H, W),
+    ROIs (N, H, W) or None. Each sample's arrays are contiguous."""
+    height, width = size
+    n, plane = data.shape[0], height * width
+
+    def view(start: int, shape: tuple[int, ...]) -> np.ndarray:
+        part = data[:, start:start + int(np.prod(shape))].view()
+        part.shape = (n, *shape)  # setting the shape never copies (it raises instead)
+        return part
+
+    return (view(0, (height, width, 3)), view(3 * plane, (height, width)),
+            view(4 * plane, (height, width)) if has_roi else None)
 
 
 class RawBatch(list):
@@ -304,9 +348,10 @@ class RawBatch(list):
 
     def _item(self, k: int) -> dict[str, Any]:
         raw = self.raw
-        return {"image": image_to_tensor(raw["image"][k].numpy(), raw["mean"], raw["std"]),
-                "mask": raw["mask"][k].to(torch.int64),
-                "roi": raw["roi"][k] if raw["roi"] is not None else torch.ones(raw["mask"].shape[1:], dtype=torch.uint8),
+        images, masks, rois = _unpack(raw["data"].numpy(), raw["size"], raw["has_roi"])
+        return {"image": image_to_tensor(images[k], raw["mean"], raw["std"]),
+                "mask": torch.from_numpy(masks[k].astype(np.int64)),
+                "roi": torch.from_numpy(rois[k].copy() if rois is not None else np.ones(raw["size"], np.uint8)),
                 "sample_id": raw["sample_id"][k], "index": int(raw["index"][k])}
 
     def __getitem__(self, k):  # type: ignore[override]
@@ -335,21 +380,18 @@ def finish_batch(batch: dict[str, Any], pin_memory: bool = False) -> dict[str, A
     numpy rather than torch element-wise ops (see ``_normalize_into``)."""
     if not isinstance(batch, _RawCollated):
         return batch
-    images = batch["image"].numpy()
-    n, height, width, _ = images.shape
+    images, masks, rois = _unpack(batch["data"].numpy(), batch["size"], batch["has_roi"])
+    n, (height, width) = len(images), batch["size"]
     image = torch.empty((n, 3, height, width), dtype=torch.float32, pin_memory=pin_memory)
     mask = torch.empty((n, height, width), dtype=torch.int64, pin_memory=pin_memory)
+    roi = torch.empty((n, height, width), dtype=torch.uint8, pin_memory=pin_memory)
     out = image.numpy()
     for k in range(n):  # per sample: the same operations as image_to_tensor, cache-sized
         _normalize_into(images[k], out[k], batch["mean"], batch["std"])
-    mask.numpy()[...] = batch["mask"].numpy()
-    roi = batch["roi"]
-    if roi is None:
-        roi = torch.from_numpy(np.ones((n, height, width), dtype=np.uint8))
-    if pin_memory:
-        roi = roi.pin_memory()
+    mask.numpy()[...] = masks
+    roi.numpy()[...] = 1 if rois is None else rois
     return {"image": image, "mask": mask, "roi": roi, "sample_id": batch["sample_id"],
-            "index": batch["index"]}
+            "index": torch.tensor(batch["index"], dtype=torch.int64)}
 
 
 class ShardLoader(DataLoader):
