@@ -263,6 +263,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    load_before = os.getloadavg()[0]  # at the end it counts this run's own processes too
     # name, layout, on disk MB, getitem/s, loader/s, CPU ms
     results: list[tuple[str, str, float, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="segkit-loader-") as tmp:
@@ -305,7 +306,8 @@ def main() -> None:
 
     base_item, base_loader, base_cpu = results[0][3], results[0][4], results[0][5]
     print(f"\nworkers={args.workers} batch_size={args.batch_size} n={args.n} size={args.size} "
-          f"cpus={os.cpu_count()} load average={os.getloadavg()[0]:.1f} (best of {args.rounds} rounds)")
+          f"cpus={os.cpu_count()} load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+          f"(best of {args.rounds} rounds)")
     header = (f"{'dataset':<26} {'stored as':<40} {'MB':>5} {'getitem/s':>10} {'x png':>6} "
               f"{'loader/s':>9} {'x png':>6} {'CPU ms/sample':>14} {'x png':>6}")
     print(header)

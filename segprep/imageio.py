@@ -71,9 +71,10 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
     return data, kind
 
 
-# libjpeg-turbo writes RGB as cheaply as BGR: decoding a colour JPEG straight to RGB saves the
-# BGR->RGB pass over every pixel (~0.4 ms per Kvasir-SEG image) and gives the same bytes.
-# IMREAD_COLOR* would apply an EXIF rotation that IMREAD_UNCHANGED does not; turn that off.
+# libjpeg-turbo writes RGB as cheaply as BGR: decoding a colour JPEG straight to RGB gives the
+# same bytes as BGR plus a channel swap, without the swap's pass over every pixel (and a second
+# image-sized buffer). IMREAD_COLOR* would apply an EXIF rotation that IMREAD_UNCHANGED does not;
+# turn that off.
 _JPEG_RGB = (cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
              if hasattr(cv2, "IMREAD_COLOR_RGB") else None)
 

@@ -4,11 +4,11 @@ Reading goes through ``segprep.shards.open_shard`` (one read-only handle per fil
 process, dropped after a fork), so a dataset built in the parent can be handed to a
 ``DataLoader`` with workers: each worker opens the files it reads on its first item.
 
-Speed (``benchmarks/loader_throughput.py``): a fixed-layout sample is one chunk read. The
-DataLoader fetches a batch at a time (``ShardDataset.__getitems__``) and workers send it as
-uint8; ``make_loader``'s loader normalises it in the main process with numpy. Both halve the
-cost per sample compared with float tensors built per item, which is mostly the shared memory
-that carries float32 images and int64 masks between processes.
+Speed (``benchmarks/loader_throughput.py``): a fixed-layout sample is one chunk read per array.
+The DataLoader fetches a batch at a time (``ShardDataset.__getitems__``) and workers send it as
+one uint8 tensor; ``make_loader``'s loader normalises it in the main process with numpy. Both
+halve the cost per sample compared with float tensors built per item, which is mostly the
+shared memory that carries float32 images and int64 masks between processes.
 
 Normalisation (``normalize=``):
 
