@@ -179,11 +179,11 @@ def read_mask(path: Path) -> np.ndarray:
     if array.dtype == np.uint16 and int(array.max(initial=0)) <= 255:
         array = array.astype(np.uint8)
     array = _to_uint8(array, path)
+    if array.ndim == 3 and array.shape[2] == 4:
+        colour, alpha = array[..., :3], array[..., 3]
+        # Some tools draw the mask into the alpha channel over a constant colour.
+        array = alpha if colour.min() == colour.max() else colour
     if array.ndim == 3:
-        if array.shape[2] == 4:
-            colour, alpha = array[..., :3], array[..., 3]
-            # Some tools draw the mask into the alpha channel over a constant colour.
-            array = alpha if colour.min() == colour.max() else colour
         if 1 < array.shape[2] <= 4 and array.flags.c_contiguous:
             # Contiguous planes and cv2.max: ~2.5x faster than np.maximum.reduce over the
             # strided channel views (numpy's max(axis=2) is ~25x slower still).

@@ -72,6 +72,11 @@ def test_read_mask_keeps_grey_values_and_reduces_colour(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "l.png"), labels)
     assert set(np.unique(imageio.read_mask(tmp_path / "l.png"))) == {0, 1}
 
+    alpha_drawn = np.zeros((8, 8, 4), np.uint8)
+    alpha_drawn[..., 3] = mask  # the mask drawn into the alpha channel over constant black
+    Image.fromarray(alpha_drawn, "RGBA").save(tmp_path / "alpha.png")
+    np.testing.assert_array_equal(imageio.read_mask(tmp_path / "alpha.png"), mask)
+
     Image.fromarray(mask).save(tmp_path / "m.gif")
     np.testing.assert_array_equal(imageio.read_mask(tmp_path / "m.gif") > 127, mask > 127)
 
