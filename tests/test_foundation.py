@@ -313,3 +313,19 @@ def test_package_boundaries() -> None:
                         assert not name.startswith("torch"), f"{path} imports {name}"
                     elif name.startswith("segprep"):
                         assert name in allowed, f"{path} imports {name}"
+
+
+def test_gzip_levels_round_trip_and_bad_names_list_choices(tmp_path: Path) -> None:
+    import h5py
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 1
+    with ShardWriter(tmp_path / "g.h5", "augment", fixed_size=(16, 16),
+                     compression={"images": "none", "masks": "gzip-1"}) as writer:
+        writer.add(sample_id="a", image=np.zeros((16, 16, 3), np.uint8), mask=mask)
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        assert f["masks"].compression == "gzip" and f["masks"].compression_opts == 1
+        assert f["images"].compression is None
+    np.testing.assert_array_equal(read_mask(tmp_path / "g.h5", 0), mask)
+    for bad in ("gzip-0", "gzip-10", "gzip1", "zstd"):
+        with pytest.raises(ShardError, match="lzf"):
+            ShardWriter(tmp_path / f"{bad}.h5", "augment", compression=bad)
