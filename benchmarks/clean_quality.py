@@ -61,15 +61,7 @@ def run_layout(out: Path, layout: str, n: int, size: int, noise: float, seed: in
                workers: int, options: CleanOptions | None = None):
     raw, work = out / f"{layout}-{noise}" / "raw", out / f"{layout}-{noise}" / "work"
     synth = make_dataset(raw, layout, n=n, size=(size, size), noise=noise, seed=seed, force=True)
-    splits = None
-    if layout == "cvc-clinicdb":
-        # Video frames: give ingest the true sequences (as a user gives it the real
-        # CVC-ClinicDB sequence list); otherwise its groups, and so its splits, would
-        # divide sequences and clean would rightly report leakage between frames.
-        splits = out / f"{layout}-{noise}" / "groups.csv"
-        groups = synth.groups.assign(source=layout, split="train")[["source", "stem", "split", "group"]]
-        groups.to_csv(splits, index=False)
-    ingested = ingest([raw], work, workers=workers, force=True, splits_file=splits)
+    ingested = ingest([raw], work, workers=workers, force=True)
     result = clean(ingested.manifest_path, options=options, workers=workers, force=True,
                    progress=False)
     findings = pd.read_csv(result.findings_path, dtype=str, keep_default_na=False)
