@@ -10,7 +10,11 @@ in the same process.
 
     python benchmarks/train_speed.py                                  # unet, unetpp at 352, batch 16
     python benchmarks/train_speed.py --models unet unetpp resunetpp --compile
+    python benchmarks/train_speed.py --manifest work/manifests/augment.csv --n 2048   # real augmented shards
     python benchmarks/train_speed.py --device cpu --size 64 --n 32 --batch-size 8 --models unet   # smoke test
+
+With --manifest, the first --n training rows of that manifest (an augment.csv, fixed size) are
+measured instead of synthetic samples: the data path is then the real one, JPEG texture and all.
 
 Without CUDA (and without --device cpu) it prints why and exits 0.
 """
@@ -56,6 +60,17 @@ def synthetic_manifest(root: Path, n: int, size: int) -> Path:
     return write_manifest(pd.DataFrame(rows), root / "augment.csv")
 
 
+def subset_manifest(manifest: Path, root: Path, n: int) -> Path:
+    """The first n train rows of an existing fixed-size manifest plus a few val/test rows, written
+    beside it (shard paths are relative to the manifest's folder, so the copy must live there)."""
+    from segprep.manifest import read_manifest, write_manifest
+
+    df = read_manifest(manifest)
+    df = df[df["status"] != "excluded"]
+    parts = [df[df["split"] == "train"].head(n), df[df["split"] == "val"].head(4), df[df["split"] == "test"].head(4)]
+    return write_manifest(pd.concat(parts, ignore_index=True), manifest.parent / f"speed-subset-{n}.csv")
+
+
 def measure(manifest: Path, out: Path, model: str, amp: str, channels_last: bool, compile_: bool,
             args: argparse.Namespace) -> dict:
     from segtrain.config import RunConfig
@@ -93,6 +108,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (AMP + channels-last)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--manifest", type=Path, help="measure on this augment.csv's shards (first --n train rows)")
     args = parser.parse_args()
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -105,11 +121,15 @@ def main() -> None:
     if args.compile:
         settings.insert(0, ("auto", True, True))
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
-    print(f"{device_name}, torch {torch.__version__}, {args.size}x{args.size}, batch {args.batch_size}, "
+    data = f"{args.manifest}" if args.manifest else f"synthetic {args.size}x{args.size}"
+    print(f"{device_name}, torch {torch.__version__}, {data}, batch {args.batch_size}, "
           f"{args.n} train samples, {args.workers} workers, {args.epochs} epochs (first is warm-up)")
 
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
-        manifest = synthetic_manifest(Path(tmp), args.n, args.size)
+        if args.manifest:
+            manifest = subset_manifest(args.manifest, Path(tmp), args.n)
+        else:
+            manifest = synthetic_manifest(Path(tmp), args.n, args.size)
         results = []
         for model in args.models:
             for amp, channels_last, compile_ in settings:

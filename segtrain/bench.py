@@ -37,7 +37,7 @@ BENCH_OWNED = ("manifest", "out", "resume")
 GRID_KEYS: tuple[str, ...] = tuple(key for key in CONFIG_KEYS if key not in BENCH_OWNED)
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 _INT_KEYS = {"epochs", "batch_size", "workers", "seed", "early_stop", "base_channels"}
-_FLOAT_KEYS = {"lr", "threshold"}
+_FLOAT_KEYS = {"lr", "threshold", "max_minutes"}
 _BOOL_KEYS = {"channels_last", "compile", "deep_supervision"}
 _MAPPING_KEYS = {"model_kwargs", "loss_kwargs"}
 

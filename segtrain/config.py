@@ -45,6 +45,7 @@ class RunConfig:
     base_channels: int | None = None  # None: the model's own default width
     deep_supervision: bool = False
     early_stop: int = 0             # stop after this many epochs without a better val Dice; 0 = never
+    max_minutes: float | None = None  # wall-clock budget for training; None = no limit
     out: str | None = None          # None: runs/<model>-<loss>
     resume: bool = False
     size: list[int] | None = None   # [H, W]; needed for manifests whose samples vary in size
@@ -126,6 +127,11 @@ def validate(config: RunConfig) -> None:
         config.lr = float(config.lr)
     if not isinstance(config.lr, float) or not math.isfinite(config.lr) or config.lr <= 0:
         raise SegtrainError(f"lr must be a positive number; got {config.lr!r}")
+    if isinstance(config.max_minutes, int) and not isinstance(config.max_minutes, bool):
+        config.max_minutes = float(config.max_minutes)
+    if config.max_minutes is not None and (not isinstance(config.max_minutes, float)
+                                           or not math.isfinite(config.max_minutes) or config.max_minutes <= 0):
+        raise SegtrainError(f"max_minutes must be a positive number; got {config.max_minutes!r}")
     if isinstance(config.threshold, int) and not isinstance(config.threshold, bool):
         config.threshold = float(config.threshold)
     if not isinstance(config.threshold, float) or not 0.0 < config.threshold < 1.0:

@@ -573,10 +573,19 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
                      len(run.val_set), *run.input_size, amp_name(run.amp_dtype), run.dist.world_size)
         if run.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(run.device)
-        stopped_early = False
+        stopped_early, stop_reason = False, None
+        loop_start, epoch_times = time.perf_counter(), []
         for epoch in range(run.epoch + 1, config.epochs + 1):
             if config.early_stop and run.stale_epochs >= config.early_stop:
-                stopped_early = True
+                stopped_early, stop_reason = True, "early_stop"
+                log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
+                         config.early_stop, run.best_dice, run.best_epoch)
+                break
+            if out_of_time(config.max_minutes, loop_start, epoch_times):
+                stopped_early, stop_reason = True, "max_minutes"
+                log.info("time budget: another epoch (~%.0f s) would end past --max-minutes %g; "
+                         "stopping after %d epochs", statistics.mean(epoch_times), config.max_minutes,
+                         len(epoch_times))
                 break
             epoch_start = time.perf_counter()
             try:
@@ -589,13 +598,11 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
                 raise SegtrainError(f"validation loss is {stats['val_loss']} at epoch {epoch}; stopped. "
                                     f"{last_good(run)}")
             stats["epoch_seconds"] = time.perf_counter() - epoch_start
+            epoch_times.append(stats["epoch_seconds"])
             row = end_of_epoch(run, epoch, stats)
             log.info(format_epoch(row, config.epochs))
             if on_epoch is not None and run.dist.is_main:
                 on_epoch(row)
-        if stopped_early:
-            log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
-                     config.early_stop, run.best_dice, run.best_epoch)
         if not D.params_in_sync(run.raw_model):
             raise SegtrainError("the ranks ended with different weights; DDP lost synchronisation")
 
@@ -611,7 +618,7 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
                 "run": str(run.out), "manifest": config.manifest, "model": config.model,
                 "model_kwargs": dict(run.raw_model.segkit_kwargs), "loss": config.loss,
                 "epochs_run": len(run.history), "best_epoch": run.best_epoch, "best_val_dice": run.best_dice,
-                "stopped_early": stopped_early,
+                "stopped_early": stopped_early, "stop_reason": stop_reason,
                 "test": result["test"],
                 # median over epochs: the first epoch carries cudnn autotuning and compilation
                 "train_images_per_s": statistics.median(speeds) if speeds else None,
@@ -641,6 +648,18 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
         run = None
         gc.collect()
         D.cleanup(ok)
+
+
+def out_of_time(max_minutes: float | None, loop_start: float, epoch_times: list[float]) -> bool:
+    """Whether one more epoch of the mean length so far would end past the budget.
+
+    Decided on rank 0 and broadcast, so every DDP rank stops at the same epoch.
+    """
+    late = False
+    if max_minutes is not None and epoch_times:
+        elapsed = time.perf_counter() - loop_start
+        late = elapsed + statistics.mean(epoch_times) > 60.0 * max_minutes
+    return bool(D.broadcast_object(late))
 
 
 def last_good(run: Run) -> str:

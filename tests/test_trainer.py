@@ -4,6 +4,7 @@ resume equality, NaN handling, early stop and bad input."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,19 @@ def test_early_stop(manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "validate", lambda run: {"val_loss": 0.5, "val_dice": 0.5, "val_iou": 0.4})
     summary = trainer.train(config(manifest, tmp_path / "early", epochs=10, early_stop=2))
     assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
+
+
+def test_max_minutes_stops_before_an_epoch_that_would_overrun(manifest, tmp_path):
+    summary = trainer.train(config(manifest, tmp_path / "budget", epochs=5, max_minutes=1e-6))
+    assert summary["epochs_run"] == 1 and summary["stopped_early"] and summary["stop_reason"] == "max_minutes"
+    assert summary["test"]["n_images"] > 0 and (tmp_path / "budget" / "best.pt").is_file()
+    start = time.perf_counter()
+    assert not trainer.out_of_time(None, start - 1e6, [1.0])
+    assert not trainer.out_of_time(1.0, start, [])            # the first epoch always runs
+    assert not trainer.out_of_time(1.0, start - 30.0, [20.0])  # 30 s + 20 s < 60 s
+    assert trainer.out_of_time(1.0, start - 30.0, [20.0, 40.0])  # 30 s + 30 s mean > 60 s budget
+    with pytest.raises(SegtrainError, match="max_minutes must be a positive number"):
+        config(manifest, tmp_path / "x", max_minutes=0)
 
 
 # ----------------------------------------------------------------------------- bad input

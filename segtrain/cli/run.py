@@ -37,6 +37,9 @@ def _help(text: str, key: str) -> str:
 @click.option("--deep-supervision/--no-deep-supervision", default=None, help="Deep supervision (models that have it).")
 @click.option("--early-stop", type=int, help=_help("Stop after N epochs without a better val Dice; 0 = never.",
                                                    "early_stop"))
+@click.option("--max-minutes", type=float,
+              help="Training time budget: no epoch is started that would end past it (judged by the mean "
+                   "epoch so far); the best epoch is then tested as usual. The schedule still spans --epochs.")
 @click.option("--size", help="Resize samples to HxW (needed for manifests of mixed sizes).")
 @click.option("--threshold", type=float, help=_help("Foreground probability threshold.", "threshold"))
 @click.option("--normalize", help=_help("Input normalisation: imagenet or unit.", "normalize"))
