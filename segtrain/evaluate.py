@@ -103,7 +103,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, thresh
     sizes = getattr(dataset, "rows", None)
     uniform = sizes is None or len(set(zip(sizes["height"], sizes["width"]))) == 1
     loader = make_loader(subset, batch_size=batch_size if uniform else 1, shuffle=False,
-                         workers=workers, pin_memory=device.type == "cuda")
+                         workers=workers, pin_memory=device.type == "cuda", device=device)
     divisor = int(getattr(model, "required_divisor", 1) or 1)
     rows: list[dict[str, Any]] = []
     forward_seconds = 0.0

@@ -243,11 +243,12 @@ def setup(config: RunConfig) -> Run:
     drop_last = per_rank >= config.batch_size
     train_loader = make_loader(train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
                                seed=config.seed, drop_last=drop_last, distributed=info.enabled,
-                               pin_memory=device.type == "cuda")
+                               pin_memory=device.type == "cuda", device=device, channels_last=config.channels_last)
     # Validation: a strided share per rank, no padding, so every image counts exactly once.
     val_share = Subset(val_set, list(range(info.rank, len(val_set), info.world_size)))
     val_loader = make_loader(val_share, batch_size=config.batch_size, shuffle=False, workers=config.workers,
-                             seed=config.seed, pin_memory=device.type == "cuda")
+                             seed=config.seed, pin_memory=device.type == "cuda", device=device,
+                             channels_last=config.channels_last)
 
     model_kwargs = dict(config.model_kwargs)
     if config.base_channels is not None:

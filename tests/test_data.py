@@ -167,6 +167,33 @@ def test_workers_return_same_samples(tmp_path: Path) -> None:
     assert serial["t/3"][2].min() == 0 and serial["t/2"][2].min() == 1  # ROI only where stored
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_finishing_on_the_device_gives_the_same_batches(tmp_path: Path, device: str, channels_last: bool) -> None:
+    # On a GPU the loader copies uint8 batches there and normalises there: the same values as
+    # numpy in the main process. The CPU runs the same torch code (make_loader only picks it
+    # for CUDA devices), so CI checks it without a GPU.
+    manifest = make_manifest(tmp_path, sizes=[(16, 24)] * 6, splits=["train"] * 6, roi_for=(4,))
+    dataset = ShardDataset(manifest, "train", normalize="imagenet")
+    host = list(make_loader(dataset, batch_size=4, shuffle=False, workers=0))
+    loader = make_loader(dataset, batch_size=4, shuffle=False, workers=0, device=device,
+                         channels_last=channels_last)
+    loader.finish_device = torch.device(device)  # what make_loader sets for a CUDA device
+    on_device = list(loader)
+    assert len(host) == len(on_device) == 2
+    for a, b in zip(host, on_device):
+        assert b["image"].device.type == device and b["mask"].device.type == device
+        assert b["image"].dtype == torch.float32 and b["mask"].dtype == torch.int64 and b["roi"].dtype == torch.uint8
+        assert b["image"].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        for key in ("image", "mask", "roi"):
+            assert torch.equal(a[key], b[key].cpu()), key
+        assert a["sample_id"] == b["sample_id"] and torch.equal(a["index"], b["index"])
+    assert on_device[1]["roi"].min() == 0 and on_device[0]["roi"].min() == 1  # sample 4's ROI only
+    # make_loader finishes on the device only for CUDA: on the CPU, numpy in this process.
+    assert make_loader(dataset, batch_size=4, shuffle=False, workers=0, device="cpu").finish_device is None
+
+
 def test_plain_dataloader_gets_ordinary_items(fixed_manifest: Path) -> None:
     # Without make_loader (default collate), batches still have the documented types.
     dataset = ShardDataset(fixed_manifest, "train")
