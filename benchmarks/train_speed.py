@@ -1,7 +1,7 @@
 """GPU training speed of `segtrain run`'s own loop: images/s with AMP and channels-last on/off,
 and the share of step time spent waiting for data.
 
-Builds a synthetic fixed-size manifest (the layout `segprep augment` writes, lzf shards) in a
+Builds a synthetic fixed-size manifest (the layout and compression `segprep augment` writes) in a
 temporary folder, then for each model and each setting runs ``segtrain.trainer.setup`` and
 ``train_one_epoch`` (the exact code `segtrain run` uses: ShardDataset, make_loader with workers,
 autocast, GradScaler, cudnn.benchmark). Epoch 1 is warm-up (cudnn autotuning, torch.compile);
@@ -42,11 +42,15 @@ def synthetic_manifest(root: Path, n: int, size: int) -> Path:
     rng = np.random.default_rng(0)
     shard, rows = "shards/speed-00000.h5", []
     splits = ["train"] * n + ["val"] * 4 + ["test"] * 4
-    with ShardWriter(root / shard, "augment", fixed_size=(size, size)) as writer:
+    from segprep.augment.stage import MASK_COMPRESSION
+
+    # the compression `segprep augment` writes by default: raw images, gzip-1 masks
+    compression = {"images": "none", "masks": MASK_COMPRESSION, "roi": MASK_COMPRESSION}
+    with ShardWriter(root / shard, "augment", fixed_size=(size, size), compression=compression) as writer:
         for i, split in enumerate(splits):
             low = rng.uniform(40, 220, (6, 6, 3)).astype(np.float32)
             image = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-            image += rng.normal(0, 4, image.shape).astype(np.float32)  # texture: lzf is not handed flat images
+            image += rng.normal(0, 4, image.shape).astype(np.float32)  # texture: the images are not flat
             mask = np.zeros((size, size), np.uint8)
             centre = tuple(int(c) for c in rng.integers(size // 4, 3 * size // 4, 2))
             axes = tuple(int(a) for a in rng.integers(size // 10, size // 4, 2))

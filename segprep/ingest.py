@@ -125,8 +125,11 @@ class IngestResult:
             buckets = ", ".join(f"{k}: {v}" for k, v in sp["group_sizes"].items() if v)
             largest = ", ".join(f"{g} ({n})" for g, n in sp["largest_groups"])
             lines.append(f"groups: {sp['n_groups']} (sizes {buckets}; largest {largest})")
+            bits = sp["near_duplicate_bits"]
+            # 0 bits: the layout's images are known to be distinct (DRIVE); only exact copies count
+            within = f"phash <= {bits} bits" if bits else "identical phash only"
             lines.append(f"near duplicates: {sp['near_duplicate_candidates']} candidate pairs "
-                         f"(phash <= {sp['near_duplicate_bits']} bits), {sp['near_duplicate_pairs']} "
+                         f"({within}), {sp['near_duplicate_pairs']} "
                          f"confirmed, {sp['near_duplicate_merges']} merges, "
                          f"{sp['merges_refused_by_cap']} refused by the group cap of {sp['group_cap']}, "
                          f"{sp['n_straddling_pairs']} straddling a fixed split")

@@ -90,9 +90,14 @@ def collect_inputs(inputs: list[Path], split: str | None = None) -> list[Item]:
         if not path.exists():
             raise SegtrainError(f"{path}: input not found (give image files, folders or manifest .csv files)")
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
             if not files:
                 raise SegtrainError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            skipped = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if skipped:
+                log.warning("%s: skipped %d file(s) that are not images (%s): %s%s", path, len(skipped),
+                            ", ".join(IMAGE_SUFFIXES), ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
             items += [Item(_safe_name(f.stem), str(f), lambda f=f: read_image_file(f)) for f in files]
         elif path.suffix.lower() == ".csv":
             manifests += 1

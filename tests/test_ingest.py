@@ -396,7 +396,7 @@ def test_cli_ingest_prints_summary_and_lists_layouts_for_unknown_ones(synth, tmp
     assert "groups:" in result.output and "requested 0.200" in result.output
     assert "manifest:" in result.output
     again = runner.invoke(main, ["ingest", str(root), "-o", str(tmp_path / "w"), "--workers", "1",
-                                 "--val", "0.2", "--test", "0.2", "--split-seed", "3"])
+                                 "--val", "0.2", "--test", "0.2", "--seed", "3"])
     assert again.exit_code == 0 and "nothing changed" in again.output
     bad = runner.invoke(main, ["ingest", str(root), "-o", str(tmp_path / "w"), "--layout", "isic"])
     assert bad.exit_code == 1

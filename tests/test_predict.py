@@ -62,13 +62,14 @@ def check_outputs(out: Path, name: str, shape: tuple[int, int]) -> None:
     assert overlay.shape == (*shape, 3)
 
 
-def test_predict_files_and_folder(checkpoint, tmp_path):
+def test_predict_files_and_folder(checkpoint, tmp_path, caplog):
     images = tmp_path / "in"
     a = write_image(images / "a.png", disc_image(40, 56))
     b = write_image(images / "b b ü.jpg", disc_image(33, 20, seed=1))      # odd size, space, non-ASCII
     c = write_image(tmp_path / "other" / "a.png", disc_image(64, 64, seed=2))  # same stem as a.png
     grey = write_image(images / "grey.png", disc_image(24, 24)[..., 0])
-    (images / "notes.txt").write_text("not an image")                       # ignored: not an image suffix
+    (images / "notes.txt").write_text("not an image")                       # skipped with a warning
+    (images / ".DS_Store").write_bytes(b"\0")                                # hidden: skipped quietly
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")     # skipped with a reason
 
     out = tmp_path / "out"
@@ -76,6 +77,8 @@ def test_predict_files_and_folder(checkpoint, tmp_path):
     assert result["written"] == 5                                           # a, other/a, and 3 in the folder
     assert [Path(s).name for s, _ in result["skipped"]] == ["broken.png"]
     assert "not a readable image" in result["skipped"][0][1]
+    warned = [r.getMessage() for r in caplog.records if "not images" in r.getMessage()]
+    assert len(warned) == 1 and "notes.txt" in warned[0] and ".DS_Store" not in warned[0]
     check_outputs(out, "a", (40, 56))
     check_outputs(out, "a-2", (64, 64))                                     # no overwrite of a.png's outputs
     check_outputs(out, "b_b_ü", (33, 20))

@@ -42,7 +42,7 @@ from segprep.augment.backends import BackendSpec, fit, make_backend
 from segprep.augment.presets import pipeline_dict
 from segprep.errors import ManifestError, SegprepError
 from segprep.hashing import array_sha1
-from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, write_manifest
+from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
 from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     """Augment the training split ``factor`` times and resize val/test, into
     ``WORK/shards/augment-*.h5`` and ``WORK/manifests/augment.csv``.
 
-    ``WORK`` defaults to the parent of the input manifest's folder. ``preset`` (default
+    ``WORK`` defaults to the input manifest's WORK (:func:`segprep.manifest.work_root`). ``preset`` (default
     ``"default"``) and ``pipeline`` (an albumentations JSON/YAML file) are exclusive.
     ``compression`` applies to the images (default none: on Kvasir-SEG at 352x352, lzf adds
     ~6 ms per image, more than the default preset's augmentation, to save ~20%); masks and ROIs
@@ -403,7 +403,7 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     if "variant" in rows.columns and (rows["variant"] != "").any():
         raise ManifestError(f"{manifest}: already an augment manifest (it has variant rows); "
                             f"augment clean.csv or ingest.csv instead")
-    work = Path(work) if work is not None else manifest.resolve().parent.parent
+    work = Path(work) if work is not None else work_root(manifest.resolve())
     manifests_dir, shards_dir = work / "manifests", work / "shards"
     out_manifest = manifests_dir / "augment.csv"
     record_path = manifests_dir / "augment.json"

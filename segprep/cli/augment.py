@@ -54,8 +54,8 @@ def _where(path: Path) -> str:
               help="Write WORK/reports/augment/preview.png with N samples x a few variants.")
 @click.option("-o", "--out", "work", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="WORK folder for shards/augment-*.h5, manifests/augment.csv and "
-                   "reports/augment/ [default: the parent of the manifest's folder, WORK for "
-                   "WORK/manifests/clean.csv].")
+                   "reports/augment/ [default: the manifest's WORK, the parent of its manifests/ "
+                   "folder, else the manifest's own folder; as for clean].")
 # The option's first name, kept working for scripts written before -o became --out.
 @click.option("--work", "work_alias", type=click.Path(path_type=Path, file_okay=False),
               default=None, hidden=True)

@@ -19,7 +19,8 @@ import click
               help="Fraction of each source for validation (carved from an official training split).")
 @click.option("--test", default=0.1, show_default=True, type=float,
               help="Fraction of each source for test, where it has no official test split.")
-@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the group split.")
+@click.option("--seed", "--split-seed", "split_seed", default=0, show_default=True, type=int,
+              help="Seed of the group split (--split-seed is the same option).")
 @click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV split list (source,stem,split[,group]), e.g. manifests/kvasir-seg_medico2020.csv.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
