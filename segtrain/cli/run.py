@@ -39,7 +39,8 @@ def _help(text: str, key: str) -> str:
                                                    "early_stop"))
 @click.option("--max-minutes", type=float,
               help="Training time budget: no epoch is started that would end past it (judged by the mean "
-                   "epoch so far); the best epoch is then tested as usual. The schedule still spans --epochs.")
+                   "epoch so far); the best epoch is then tested as usual. The schedule still spans --epochs; "
+                   "a resumed run gets the whole budget again.")
 @click.option("--size", help="Resize samples to HxW (needed for manifests of mixed sizes).")
 @click.option("--threshold", type=float, help=_help("Foreground probability threshold.", "threshold"))
 @click.option("--normalize", help=_help("Input normalisation: imagenet or unit.", "normalize"))
