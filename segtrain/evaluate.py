@@ -116,7 +116,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, thresh
                                  channels_last=channels_last)
         pred = foreground(logits, threshold).cpu().numpy()  # .cpu() waits for the GPU
         forward_seconds += time.perf_counter() - start
-        masks, rois = batch["mask"].numpy(), batch["roi"].numpy()
+        masks, rois = batch["mask"].cpu().numpy(), batch["roi"].cpu().numpy()  # on the GPU when the loader finished there
         for i, sample_id in enumerate(batch["sample_id"]):
             metrics = image_metrics(pred[i], masks[i], rois[i], with_hd95=with_hd95)
             rows.append({"sample_id": sample_id, **metrics})
