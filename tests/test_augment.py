@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
+import segprep.augment  # noqa: F401  (first: it turns off albumentations' update check)
 import albumentations as A
 import cv2
 import h5py
@@ -450,3 +454,17 @@ def test_cli_out_option_and_the_work_alias(manifest: Path, tmp_path: Path) -> No
     assert "-o, --out" in help_text and "--work " not in help_text and "Example" in help_text
     result = runner.invoke(main, [*args, "--out", str(tmp_path / "a"), "--work", str(tmp_path / "c")])
     assert result.exit_code == 1 and "disagree" in result.output
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
+def test_importing_segprep_augment_turns_off_albumentations_update_check(given: str | None,
+                                                                         expected: str) -> None:
+    # albumentations asks PyPI for its latest version on every import unless this is set; no
+    # segkit process may touch the network. A user's own setting wins.
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    if given is not None:
+        env["NO_ALBUMENTATIONS_UPDATE"] = given
+    code = "import os, segprep.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

@@ -11,7 +11,13 @@ The heavy modules (albumentations takes about two seconds to import) load on fir
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# albumentations asks PyPI for its latest version on every import (a 2 s timeout and a warning
+# per process where there is no network, as on clusters and GPU nodes). segkit never needs it;
+# a user who wants the check sets NO_ALBUMENTATIONS_UPDATE=0 themselves.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # Kept here, not beside the code that uses them, so the CLI can offer the choices without
 # importing albumentations.
