@@ -236,6 +236,12 @@ def test_max_minutes_stops_before_an_epoch_that_would_overrun(manifest, tmp_path
     assert trainer.out_of_time(1.0, start - 30.0, [20.0, 40.0])  # 30 s + 30 s mean > 60 s budget
     with pytest.raises(SegtrainError, match="max_minutes must be a positive number"):
         config(manifest, tmp_path / "x", max_minutes=0)
+    result = CliRunner().invoke(cli, [
+        "run", str(manifest), "--model", "unet", "--base-channels", "4", "--epochs", "3", "--batch-size", "4",
+        "--workers", "0", "--device", "cpu", "--max-minutes", "1e-6", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "1 epoch of 3 (time budget: --max-minutes 1e-06)" in result.output
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["max_minutes"] == 1e-6
 
 
 # ----------------------------------------------------------------------------- bad input
