@@ -86,9 +86,11 @@ def run(config_file: Path | None, compile_: bool | None, **options) -> None:
         f"HD95 {mean['hd95']:.1f} px (mean per image; global Dice {glob['dice']:.4f})")
     train_speed, infer_speed = summary["train_images_per_s"], summary["inference_images_per_s"]
     n_epochs = summary['epochs_run']
-    stopped = {"early_stop": f" of {config.epochs} (early stop: no better val Dice for {config.early_stop})",
-               "max_minutes": f" of {config.epochs} (time budget: --max-minutes {config.max_minutes:g})"
-               }.get(summary.get("stop_reason"), "")
+    stopped = ""
+    if summary.get("stop_reason") == "early_stop":
+        stopped = f" of {config.epochs} (early stop: no better val Dice for {config.early_stop})"
+    elif summary.get("stop_reason") == "max_minutes":
+        stopped = f" of {config.epochs} (time budget: --max-minutes {config.max_minutes:g})"
     click.echo(f"{n_epochs} epoch{'s' if n_epochs != 1 else ''}{stopped} in {summary['wall_seconds']:.0f} s on {summary['device']} "
                f"(x{summary['world_size']}, amp {summary['amp']}); train "
                f"{f'{train_speed:.1f}' if train_speed else '-'} img/s, inference "
