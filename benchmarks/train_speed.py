@@ -64,9 +64,10 @@ def synthetic_manifest(root: Path, n: int, size: int) -> Path:
     return write_manifest(pd.DataFrame(rows), root / "augment.csv")
 
 
-def subset_manifest(manifest: Path, root: Path, n: int) -> Path:
+def subset_manifest(manifest: Path, n: int) -> Path:
     """The first n train rows of an existing fixed-size manifest plus a few val/test rows, written
-    beside it (shard paths are relative to the manifest's folder, so the copy must live there)."""
+    beside it (shard paths are relative to the manifest's folder, so the copy must live there;
+    ``main`` deletes it when done)."""
     from segprep.manifest import read_manifest, write_manifest
 
     df = read_manifest(manifest)
@@ -130,18 +131,20 @@ def main() -> None:
           f"{args.n} train samples, {args.workers} workers, {args.epochs} epochs (first is warm-up)")
 
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
-        if args.manifest:
-            manifest = subset_manifest(args.manifest, Path(tmp), args.n)
-        else:
-            manifest = synthetic_manifest(Path(tmp), args.n, args.size)
+        manifest = (subset_manifest(args.manifest, args.n) if args.manifest
+                    else synthetic_manifest(Path(tmp), args.n, args.size))
         results = []
-        for model in args.models:
-            for amp, channels_last, compile_ in settings:
-                result = measure(manifest, Path(tmp) / "run", model, amp, channels_last, compile_, args)
-                results.append(result)
-                print(f"  {model:10s} amp {result['amp']:4s} channels-last {str(channels_last):5s} "
-                      f"compile {str(compile_):5s}: {result['images_per_s']:8.1f} img/s, data wait "
-                      f"{100 * result['data_wait']:5.1f}%", flush=True)
+        try:
+            for model in args.models:
+                for amp, channels_last, compile_ in settings:
+                    result = measure(manifest, Path(tmp) / "run", model, amp, channels_last, compile_, args)
+                    results.append(result)
+                    print(f"  {model:10s} amp {result['amp']:4s} channels-last {str(channels_last):5s} "
+                          f"compile {str(compile_):5s}: {result['images_per_s']:8.1f} img/s, data wait "
+                          f"{100 * result['data_wait']:5.1f}%", flush=True)
+        finally:
+            if args.manifest:
+                manifest.unlink(missing_ok=True)  # the subset beside the user's manifest
 
     print()
     print("| model | amp | channels-last | compile | images/s | vs fp32 NCHW | data wait | peak MiB |")

@@ -102,6 +102,11 @@ def _check_int(key: str, value: Any, minimum: int) -> None:
         raise SegtrainError(f"{key} must be an integer >= {minimum}; got {value!r}")
 
 
+def _int_to_float(value: Any) -> Any:
+    """``3`` -> ``3.0`` (a YAML ``lr: 1`` is an int); anything else, booleans too, unchanged."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def validate(config: RunConfig) -> None:
     """Check types and ranges of every option (model and loss names are checked against their
     registries by the trainer, which imports them)."""
@@ -123,17 +128,14 @@ def validate(config: RunConfig) -> None:
     _check_int("early_stop", config.early_stop, 0)
     if config.base_channels is not None:
         _check_int("base_channels", config.base_channels, 1)
-    if isinstance(config.lr, int) and not isinstance(config.lr, bool):
-        config.lr = float(config.lr)
+    config.lr = _int_to_float(config.lr)
     if not isinstance(config.lr, float) or not math.isfinite(config.lr) or config.lr <= 0:
         raise SegtrainError(f"lr must be a positive number; got {config.lr!r}")
-    if isinstance(config.max_minutes, int) and not isinstance(config.max_minutes, bool):
-        config.max_minutes = float(config.max_minutes)
+    config.max_minutes = _int_to_float(config.max_minutes)
     if config.max_minutes is not None and (not isinstance(config.max_minutes, float)
                                            or not math.isfinite(config.max_minutes) or config.max_minutes <= 0):
         raise SegtrainError(f"max_minutes must be a positive number; got {config.max_minutes!r}")
-    if isinstance(config.threshold, int) and not isinstance(config.threshold, bool):
-        config.threshold = float(config.threshold)
+    config.threshold = _int_to_float(config.threshold)
     if not isinstance(config.threshold, float) or not 0.0 < config.threshold < 1.0:
         raise SegtrainError(f"threshold must be a number between 0 and 1; got {config.threshold!r}")
     for key in ("channels_last", "compile", "deep_supervision", "resume"):

@@ -574,16 +574,16 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
                      len(run.val_set), *run.input_size, amp_name(run.amp_dtype), run.dist.world_size)
         if run.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(run.device)
-        stopped_early, stop_reason = False, None
+        stop_reason: str | None = None  # early_stop or max_minutes when the loop ends before --epochs
         loop_start, epoch_times = time.perf_counter(), []
         for epoch in range(run.epoch + 1, config.epochs + 1):
             if config.early_stop and run.stale_epochs >= config.early_stop:
-                stopped_early, stop_reason = True, "early_stop"
+                stop_reason = "early_stop"
                 log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
                          config.early_stop, run.best_dice, run.best_epoch)
                 break
             if out_of_time(config.max_minutes, loop_start, epoch_times):
-                stopped_early, stop_reason = True, "max_minutes"
+                stop_reason = "max_minutes"
                 log.info("time budget: another epoch (~%.0f s) would end past --max-minutes %g; "
                          "stopping after %d epochs", statistics.mean(epoch_times), config.max_minutes,
                          len(epoch_times))
@@ -619,7 +619,7 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
                 "run": str(run.out), "manifest": config.manifest, "model": config.model,
                 "model_kwargs": dict(run.raw_model.segkit_kwargs), "loss": config.loss,
                 "epochs_run": len(run.history), "best_epoch": run.best_epoch, "best_val_dice": run.best_dice,
-                "stopped_early": stopped_early, "stop_reason": stop_reason,
+                "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
                 "test": result["test"],
                 # median over epochs: the first epoch carries cudnn autotuning and compilation
                 "train_images_per_s": statistics.median(speeds) if speeds else None,
@@ -656,10 +656,10 @@ def out_of_time(max_minutes: float | None, loop_start: float, epoch_times: list[
 
     Decided on rank 0 and broadcast, so every DDP rank stops at the same epoch.
     """
-    late = False
-    if max_minutes is not None and epoch_times:
-        elapsed = time.perf_counter() - loop_start
-        late = elapsed + statistics.mean(epoch_times) > 60.0 * max_minutes
+    if max_minutes is None:  # the same config on every rank: nothing to agree on
+        return False
+    late = bool(epoch_times) and (time.perf_counter() - loop_start + statistics.mean(epoch_times)
+                                  > 60.0 * max_minutes)
     return bool(D.broadcast_object(late))
 
 
