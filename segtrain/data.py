@@ -5,11 +5,12 @@ process, dropped after a fork), so a dataset built in the parent can be handed t
 ``DataLoader`` with workers: each worker opens the files it reads on its first item.
 
 Speed (``benchmarks/loader_throughput.py``): a fixed-layout sample is one chunk read per array.
-The DataLoader fetches a batch at a time (``ShardDataset.__getitems__``) and workers send it as
-one uint8 tensor; ``make_loader``'s loader normalises it in the main process with numpy, or,
-when training on a GPU, copies it there as uint8 and normalises it there. Both halve the cost
-per sample compared with float tensors built per item, which is mostly the shared memory that
-carries float32 images and int64 masks between processes.
+The DataLoader fetches a batch at a time (``ShardDataset.__getitems__``) and workers write it as
+uint8 into a slot of a ring of shared buffers that ``make_loader`` allocates once
+(``_BatchRing``); only the slot's number travels to the main process. ``make_loader``'s loader
+normalises the batch there with numpy, or, when training on a GPU, copies it there as uint8 and
+normalises it there. Compared with float tensors built per item and passed in new shared memory
+per batch (what a plain DataLoader does), this costs a third of the CPU per sample.
 
 Normalisation (``normalize=``):
 
@@ -22,12 +23,10 @@ Normalisation (``normalize=``):
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import logging
-import mmap
 import os
 import random
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -259,66 +258,79 @@ class ShardDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> "RawBatch":
         """A whole batch at once, as uint8 (the DataLoader calls this instead of ``__getitem__``).
 
-        Why uint8: a worker hands its batch to the main process through newly allocated shared
-        memory, and allocating and touching it costs more than reading the sample. float32
-        images and int64 masks are 2.6 MB per 352x352 sample, uint8 0.5 MB. The loader from
-        ``make_loader`` turns the batch into the documented float32/int64 tensors in the main
-        process (``finish_batch``); any other collate sees ordinary items.
+        Why uint8: the batch goes from a worker to the main process through shared memory, and
+        writing it there costs more than reading the sample. float32 images and int64 masks are
+        2.6 MB per 352x352 sample, uint8 0.5 MB. The loader from ``make_loader`` turns the batch
+        into the documented float32/int64 tensors in the main process (``finish_batch``); any
+        other collate sees ordinary items.
 
-        Why one tensor (``data``: per sample the RGB pixels, the mask, the ROI if any sample
-        has one) and the indices as a list: each tensor a worker sends costs the main process
-        a connection to that worker to receive its file descriptor (~0.5 ms of CPU each side).
+        Why one array per batch (``data``: per sample the RGB pixels, the mask, the ROI if any
+        sample has one): in a ``make_loader`` worker it is a slot of the loader's ring of shared
+        buffers (``_BatchRing``), and only the slot's number is sent.
         """
         loaded = [self._load(i) for i in indices]
         has_roi = any(roi is not None for _, _, roi in loaded)  # else all ones, made in the main process
         height, width = self.size
-        data = _empty((len(indices), height * width * (5 if has_roi else 4)),
-                      shared=get_worker_info() is not None)
+        shape = (len(indices), height * width * (5 if has_roi else 4))
+        worker = get_worker_info()
+        slot = _worker_ring.take(worker.id, shape) if worker is not None and _worker_ring is not None else None
+        if slot is not None:
+            where, data = slot
+        else:  # not in a make_loader worker: an ordinary tensor, pickled like any other
+            where, data = None, torch.empty(shape, dtype=torch.uint8)
         images, masks, rois = _unpack(data.numpy(), self.size, has_roi)
         for k, (image, mask, roi) in enumerate(loaded):
             images[k] = image
             masks[k] = mask
             if rois is not None:
                 rois[k] = 1 if roi is None else roi
-        return RawBatch({"data": data, "size": self.size, "has_roi": has_roi,
+        return RawBatch({"data": data, "ring_slot": where, "size": self.size, "has_roi": has_roi,
                          "sample_id": [self._ids[i] for i in indices], "index": list(indices),
                          "mean": self.mean, "std": self.std})
 
 
-def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """A uint8 tensor; in a worker, in shared memory, so that it reaches the main process
-    without a copy (as ``default_collate`` does)."""
-    if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    _populate(storage.data_ptr(), storage.nbytes())
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+class _BatchRing:
+    """Shared uint8 buffers, ``slots`` per worker, allocated once per loader: workers write
+    their batches there and send only ``(worker, slot)`` to the main process.
+
+    Why: a plain DataLoader worker allocates new shared memory for every batch and passes its
+    file descriptor; the main process then receives it over a connection to that worker, maps
+    it, faults its pages in and unmaps it. On 2 cores that is ~0.4 ms of CPU per 352x352 sample,
+    a third of what the shard loader costs in all (``benchmarks/loader_throughput.py``).
+
+    Why a worker may reuse a slot: with ``in_order`` batches (the default) the DataLoader hands
+    batch ``i`` to worker ``i % workers`` and keeps at most ``prefetch_factor`` batches in flight
+    per worker. It sends a worker its next batch when the main process receives one of that
+    worker's batches, before finishing it; the main process finishes (copies out of the slot)
+    each batch before it asks for the next. So a worker's batch number ``k + prefetch_factor``
+    can be in flight while ``k`` is being read, but not ``k + prefetch_factor + 1``: with
+    ``prefetch_factor + 1`` slots used in turn, no worker overwrites a slot that is still read.
+    Batches left unread when an iteration is abandoned are discarded by the DataLoader."""
+
+    def __init__(self, workers: int, slots: int, capacity: int) -> None:
+        self.slots = slots
+        self.capacity = capacity
+        storage = torch.UntypedStorage._new_shared(workers * slots * capacity)
+        self.buffer = torch.empty(0, dtype=torch.uint8).set_(storage).view(workers, slots, capacity)
+        self._taken = 0  # batches this process (a worker) has written; each worker has its copy
+
+    def take(self, worker: int, shape: tuple[int, int]) -> tuple[tuple[int, int], torch.Tensor] | None:
+        """The next slot of ``worker`` as a uint8 tensor of ``shape``, or None when it does not fit."""
+        nbytes = shape[0] * shape[1]
+        if nbytes > self.capacity or worker >= self.buffer.shape[0]:
+            return None
+        slot = self._taken % self.slots
+        self._taken += 1
+        return (worker, slot), self.buffer[worker, slot, :nbytes].view(shape)
+
+    def get(self, where: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+        """The batch a worker wrote into slot ``where`` (main process)."""
+        worker, slot = where
+        return self.buffer[worker, slot, :shape[0] * shape[1]].view(shape)
 
 
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-_madvise: Any = None  # libc's madvise once looked up; False where unavailable
-
-
-def _populate(address: int, nbytes: int) -> None:
-    """Map the pages of new shared memory in one system call rather than one page fault per
-    4 KB as the batch is written into it: ~0.15 ms less per 352x352 sample. Only a hint:
-    where the call is unavailable or refused (older kernels, other systems) nothing changes."""
-    global _madvise
-    if _madvise is None:
-        _madvise = False
-        if sys.platform.startswith("linux"):
-            try:
-                function = ctypes.CDLL(None, use_errno=True).madvise
-                function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                function.restype = ctypes.c_int
-                _madvise = function
-            except (OSError, AttributeError):
-                pass
-    if not _madvise or nbytes <= 0:
-        return
-    start = address - address % mmap.PAGESIZE  # madvise wants a page-aligned start
-    if _madvise(start, nbytes + address - start, _MADV_POPULATE_WRITE) != 0:
-        _madvise = False  # EINVAL on kernels without it: do not ask again
+# The ring of the loader this process is a worker of (set by _init_worker), else None.
+_worker_ring: _BatchRing | None = None
 
 
 def _unpack(data: np.ndarray, size: tuple[int, int], has_roi: bool
@@ -371,12 +383,16 @@ class _RawCollated(dict):
 def collate(data: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate``, except that a ``RawBatch`` is passed on as it is (still uint8)."""
     if isinstance(data, RawBatch):
-        return _RawCollated(data.raw)
+        raw = dict(data.raw)
+        if raw["ring_slot"] is not None:
+            # The pixels stay in the ring; pickling the view would share its memory anew.
+            raw["shape"] = tuple(raw.pop("data").shape)
+        return _RawCollated(raw)
     return default_collate(data)
 
 
 def finish_batch(batch: dict[str, Any], pin_memory: bool = False, device: torch.device | None = None,
-                 channels_last: bool = False) -> dict[str, Any]:
+                 channels_last: bool = False, ring: _BatchRing | None = None) -> dict[str, Any]:
     """uint8 batch -> ``image`` float32 (N, 3, H, W) normalised, ``mask`` int64, ``roi`` uint8.
 
     Without ``device``: in this process with numpy (see ``_normalize_into``). With ``device``
@@ -384,6 +400,10 @@ def finish_batch(batch: dict[str, Any], pin_memory: bool = False, device: torch.
     (``_finish_on_device``). The values are the same either way (the same float32 operations)."""
     if not isinstance(batch, _RawCollated):
         return batch
+    if batch.get("ring_slot") is not None:
+        if ring is None:
+            raise SegtrainError("a batch written into a loader's ring reached a loader without one")
+        batch = _RawCollated(batch, data=ring.get(batch["ring_slot"], batch["shape"]))
     if device is not None:
         return _finish_on_device(batch, device, channels_last)
     images, masks, rois = _unpack(batch["data"].numpy(), batch["size"], batch["has_roi"])
@@ -433,16 +453,17 @@ class ShardLoader(DataLoader):
     or on ``finish_device`` when one is given (its batches then arrive on that device)."""
 
     def __init__(self, *args: Any, pin_finished: bool = False, finish_device: torch.device | None = None,
-                 channels_last: bool = False, **kwargs: Any) -> None:
+                 channels_last: bool = False, ring: _BatchRing | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pin_finished = pin_finished
         self.finish_device = finish_device
         self.channels_last = channels_last
+        self.ring = ring
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in super().__iter__():
             yield finish_batch(batch, pin_memory=self.pin_finished, device=self.finish_device,
-                               channels_last=self.channels_last)
+                               channels_last=self.channels_last, ring=self.ring)
 
 
 class EpochSampler(Sampler[int]):
@@ -479,6 +500,12 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
     # Never cv2.setNumThreads() here: reconfiguring OpenCV's thread pool in a forked child
     # whose parent already used it deadlocks.
+
+
+def _init_worker(ring: _BatchRing | None, worker_id: int) -> None:
+    global _worker_ring
+    _worker_ring = ring
+    _seed_worker(worker_id)
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0,
@@ -519,8 +546,15 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
     batched = isinstance(inner, ShardDataset)  # uint8 batches, finished in this process
     device = torch.device(device) if device is not None else None
     on_device = batched and device is not None and device.type == "cuda"
+    prefetch = 2  # the DataLoader's default, named because the ring's size depends on it
+    ring = None
+    if batched and workers > 0:
+        height, width = inner.size
+        ring = _BatchRing(workers, prefetch + 1, batch_size * height * width * 5)
     return ShardLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                       collate_fn=collate, worker_init_fn=_seed_worker if workers > 0 else None,
+                       collate_fn=collate, ring=ring,
+                       worker_init_fn=functools.partial(_init_worker, ring) if workers > 0 else None,
+                       prefetch_factor=prefetch if workers > 0 else None, in_order=True,
                        generator=generator, persistent_workers=workers > 0,
                        pin_memory=pin_memory and not batched, pin_finished=pin_memory and batched and not on_device,
                        finish_device=device if on_device else None, channels_last=channels_last,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,44 @@ def test_workers_return_same_samples(tmp_path: Path) -> None:
         for a, b, c in zip(tensors, parallel[sample_id], (item["image"], item["mask"], item["roi"])):
             assert torch.equal(a, b) and torch.equal(a, c)
     assert serial["t/3"][2].min() == 0 and serial["t/2"][2].min() == 1  # ROI only where stored
+
+
+def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers write batches into a ring of shared slots and reuse them (segtrain.data._BatchRing).
+    # The main process reads each slot slowly here, so a worker that reused a slot too early
+    # would overwrite the pixels while they are read; every batch must still equal the serial
+    # loader's, over epochs, an abandoned epoch, a short last batch and mixed ROI batches.
+    manifest = make_manifest(tmp_path, sizes=[(16, 16)] * 23, splits=["train"] * 23, roi_for=(3, 17))
+    dataset = ShardDataset(manifest, "train")
+
+    def batches(loader, epoch: int, stop: int | None = None) -> list[dict]:
+        loader.sampler.set_epoch(epoch)
+        out = []
+        for batch in loader:
+            out.append(batch)
+            if len(out) == stop:
+                break
+        return out
+
+    serial = make_loader(dataset, batch_size=2, shuffle=True, workers=0, seed=1)
+    expected = {epoch: batches(serial, epoch) for epoch in range(3)}
+    import segtrain.data as data
+    normalize = data._normalize_into
+
+    def slow(*args) -> None:
+        time.sleep(0.003)
+        normalize(*args)
+
+    monkeypatch.setattr(data, "_normalize_into", slow)
+    parallel = make_loader(dataset, batch_size=2, shuffle=True, workers=2, seed=1)
+    assert parallel.ring is not None
+    got = {0: batches(parallel, 0), 1: batches(parallel, 1, stop=3), 2: batches(parallel, 2)}
+    assert len(got[0]) == len(got[2]) == 12 and len(got[1]) == 3
+    for epoch, epoch_batches in got.items():
+        for a, b in zip(expected[epoch], epoch_batches, strict=False):
+            assert a["sample_id"] == b["sample_id"]
+            for key in ("image", "mask", "roi"):
+                assert torch.equal(a[key], b[key]), (epoch, a["sample_id"], key)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
