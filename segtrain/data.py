@@ -168,6 +168,8 @@ class ShardDataset(Dataset):
             log.warning("%s: masks are raw grey values (ingest stage); mapping values > 127 to "
                         "class 1. Train from a clean or augment manifest instead.", self.manifest_path)
         self._warned_raw = self.raw_masks
+        # Whether any sample can have an ROI (the shard holds some): batches then carry a 5th plane.
+        self.has_roi = any("roi" in open_shard(Path(path)) for path in set(self._image_shards))
         # read_manifest opened every shard to check indices; drop those handles so that no
         # HDF5 file is open when a DataLoader forks its workers.
         close_shards()
@@ -550,7 +552,8 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
     ring = None
     if batched and workers > 0:
         height, width = inner.size
-        ring = _BatchRing(workers, prefetch + 1, batch_size * height * width * 5)
+        planes = 5 if inner.has_roi else 4  # RGB, mask, ROI
+        ring = _BatchRing(workers, prefetch + 1, batch_size * height * width * planes)
     return ShardLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                        collate_fn=collate, ring=ring,
                        worker_init_fn=functools.partial(_init_worker, ring) if workers > 0 else None,

@@ -206,6 +206,21 @@ def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monk
                 assert torch.equal(a[key], b[key]), (epoch, a["sample_id"], key)
 
 
+def test_ring_without_rois_has_no_roi_plane(tmp_path: Path) -> None:
+    # No sample has an ROI: the ring holds RGB + mask per sample (4 planes), and the batches
+    # that go through it still carry all-ones ROIs.
+    manifest = make_manifest(tmp_path, sizes=[(16, 16)] * 7, splits=["train"] * 7)
+    dataset = ShardDataset(manifest, "train")
+    assert not dataset.has_roi
+    serial = list(make_loader(dataset, batch_size=3, shuffle=False, workers=0))
+    loader = make_loader(dataset, batch_size=3, shuffle=False, workers=2)
+    assert loader.ring is not None and loader.ring.capacity == 3 * 16 * 16 * 4
+    for a, b in zip(serial, loader, strict=True):
+        for key in ("image", "mask", "roi"):
+            assert torch.equal(a[key], b[key])
+        assert b["roi"].min() == 1
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA"))])
 @pytest.mark.parametrize("channels_last", [False, True])
