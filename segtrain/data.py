@@ -520,6 +520,10 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
     uint8 (N, H, W), ``sample_id`` list of str, ``index`` int64 (N,). A ``ShardDataset`` is
     read a batch at a time and sent from the workers as uint8 (see ``__getitems__``).
 
+    With workers, a ``ShardDataset``'s batches travel through a ring of shared buffers
+    allocated here (``_BatchRing``: workers x 3 slots of batch_size x H x W x 4 bytes, x 5 when
+    the split has ROIs).
+
     With a CUDA ``device``, a ``ShardDataset``'s batches are finished on it (image, mask and
     ROI arrive on the GPU, the image channels-last when ``channels_last``); moving them there
     again is a no-op. Other devices and datasets: batches stay on the CPU.
@@ -557,7 +561,9 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
     return ShardLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                        collate_fn=collate, ring=ring,
                        worker_init_fn=functools.partial(_init_worker, ring) if workers > 0 else None,
-                       prefetch_factor=prefetch if workers > 0 else None, in_order=True,
+                       # in_order stays True (its default; torch < 2.6 has no such option): the
+                       # ring's slot reuse depends on batches arriving in order.
+                       prefetch_factor=prefetch if workers > 0 else None,
                        generator=generator, persistent_workers=workers > 0,
                        pin_memory=pin_memory and not batched, pin_finished=pin_memory and batched and not on_device,
                        finish_device=device if on_device else None, channels_last=channels_last,
