@@ -90,6 +90,7 @@ class ShardWriter:
         else:
             self._compression = dict.fromkeys(("images", "masks", "roi"),
                                               _compression_args(compression))
+        self._encoders = {name: _chunk_encoder(args) for name, args in self._compression.items()}
         self._ids: list[str] = []
         self._pending: list[dict[str, np.ndarray]] = []  # fixed layout: rows not yet written
         self._written = 0
@@ -158,12 +159,13 @@ class ShardWriter:
             dcpl.set_chunk(array.shape)
             dsid = h5py.h5d.create(group.id, _key(index).encode(), type_id,
                                    h5py.h5s.create_simple(array.shape), dcpl=dcpl)
-        if self._compression[name]:
+        encode = self._encoders[name]
+        if encode is None:  # lzf: only HDF5 has the codec
             dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
         else:
-            # Uncompressed, the array's bytes are the chunk: hand them to HDF5 directly instead
-            # of copying them through the chunk cache first.
-            dsid.write_direct_chunk((0,) * array.ndim, array)
+            # The chunk's bytes, made here and handed to HDF5 directly instead of being copied
+            # through the chunk cache first.
+            dsid.write_direct_chunk((0,) * array.ndim, encode(array))
 
     def _flush(self) -> None:
         """Write the pending fixed-size rows with one call per array: h5py's per-call cost
@@ -189,7 +191,7 @@ class ShardWriter:
                     dataset[:start] = 1
             dataset = self._file[name]
             dataset.resize(stop, axis=0)
-            encode = _chunk_encoder(self._compression[name])
+            encode = self._encoders[name]
             if encode is None:  # lzf: only HDF5 has the codec
                 dataset[start:stop] = np.stack(given)
                 continue
