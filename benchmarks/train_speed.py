@@ -1,5 +1,6 @@
 """GPU training speed of `segtrain run`'s own loop: images/s with AMP and channels-last on/off,
-and the share of step time spent waiting for data.
+and what the data path costs: the share of step time spent waiting for data, and images/s
+against the same loop fed one batch already on the device (no data path at all).
 
 Builds a synthetic fixed-size manifest (the layout and compression `segprep augment` writes) in a
 temporary folder, then for each model and each setting runs ``segtrain.trainer.setup`` and
@@ -11,6 +12,7 @@ in the same process.
     python benchmarks/train_speed.py                                  # unet, unetpp at 352, batch 16
     python benchmarks/train_speed.py --models unet unetpp resunetpp --compile
     python benchmarks/train_speed.py --manifest work/manifests/augment.csv --n 2048   # real augmented shards
+    python benchmarks/train_speed.py --fastest-only                   # AMP + channels-last only
     python benchmarks/train_speed.py --device cpu --size 64 --n 32 --batch-size 8 --models unet   # smoke test
 
 With --manifest, the first --n training rows of that manifest (an augment.csv, fixed size) are
@@ -76,6 +78,23 @@ def subset_manifest(manifest: Path, n: int) -> Path:
     return write_manifest(pd.concat(parts, ignore_index=True), manifest.parent / f"speed-subset-{n}.csv")
 
 
+class _SameBatch:
+    """Stands in for the train loader: ``steps`` times the same batch (already on the device)."""
+
+    class _Sampler:
+        def set_epoch(self, epoch: int) -> None:
+            pass
+
+    def __init__(self, batch: dict, steps: int) -> None:
+        self.batch, self.steps, self.sampler = batch, steps, self._Sampler()
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.steps))
+
+
 def measure(manifest: Path, out: Path, model: str, amp: str, channels_last: bool, compile_: bool,
             args: argparse.Namespace) -> dict:
     from segtrain.config import RunConfig
@@ -89,10 +108,17 @@ def measure(manifest: Path, out: Path, model: str, amp: str, channels_last: bool
         torch.cuda.reset_peak_memory_stats(run.device)
     epochs = [train_one_epoch(run, epoch) for epoch in range(1, args.epochs + 1)]
     timed = epochs[1:] or epochs  # epoch 1: cudnn autotuning and compilation
+    # The same loop with no data path at all: one batch, already on the device, every step. The
+    # loader's cost is what the real loop loses against it. (data_wait alone overstates it: the
+    # time spent in next() overlaps the GPU still running the previous step.)
+    loader, run.train_loader = run.train_loader, _SameBatch(next(iter(run.train_loader)), len(run.train_loader))
+    no_data = statistics.median(train_one_epoch(run, args.epochs + e)["images_per_s"] for e in (1, 2))
+    run.train_loader = loader
     result = {
         "model": model, "amp": amp_name(run.amp_dtype), "channels_last": channels_last, "compile": compile_,
         "images_per_s": statistics.median(e["images_per_s"] for e in timed),
         "data_wait": statistics.median(e["data_wait_share"] for e in timed),
+        "no_data_images_per_s": no_data,
         "peak_mb": torch.cuda.max_memory_allocated(run.device) / 2**20 if run.device.type == "cuda" else None,
         "steps": len(run.train_loader),
     }
@@ -112,6 +138,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epoch 1 is warm-up")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (AMP + channels-last)")
+    parser.add_argument("--fastest-only", action="store_true", help="only AMP + channels-last (and --compile)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--manifest", type=Path, help="measure on this augment.csv's shards (first --n train rows)")
     args = parser.parse_args()
@@ -123,6 +150,8 @@ def main() -> None:
     settings = [("auto", True, False), ("auto", False, False), ("off", True, False), ("off", False, False)]
     if args.device == "cpu":
         settings = [("off", True, False), ("off", False, False)]
+    if args.fastest_only:
+        settings = settings[:1]
     if args.compile:
         settings.insert(0, ("auto", True, True))
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
@@ -141,21 +170,26 @@ def main() -> None:
                     results.append(result)
                     print(f"  {model:10s} amp {result['amp']:4s} channels-last {str(channels_last):5s} "
                           f"compile {str(compile_):5s}: {result['images_per_s']:8.1f} img/s, data wait "
-                          f"{100 * result['data_wait']:5.1f}%", flush=True)
+                          f"{100 * result['data_wait']:5.1f}%, batch on the device "
+                          f"{result['no_data_images_per_s']:8.1f} img/s", flush=True)
         finally:
             if args.manifest:
                 manifest.unlink(missing_ok=True)  # the subset beside the user's manifest
 
     print()
-    print("| model | amp | channels-last | compile | images/s | vs fp32 NCHW | data wait | peak MiB |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print("| model | amp | channels-last | compile | images/s | vs fp32 NCHW | data wait | no data path, images/s "
+          "| loader cost | peak MiB |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        base = next(b for b in results if b["model"] == r["model"] and b["amp"] == "off" and not b["channels_last"]
-                    and not b["compile"])
+        base = next((b for b in results if b["model"] == r["model"] and b["amp"] == "off" and not b["channels_last"]
+                     and not b["compile"]), None)
+        speedup = f"{r['images_per_s'] / base['images_per_s']:.2f}x" if base else "-"
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
         print(f"| {r['model']} | {r['amp']} | {'on' if r['channels_last'] else 'off'} | "
               f"{'on' if r['compile'] else 'off'} | {r['images_per_s']:.1f} | "
-              f"{r['images_per_s'] / base['images_per_s']:.2f}x | {100 * r['data_wait']:.1f}% | {peak} |")
+              f"{speedup} | {100 * r['data_wait']:.1f}% | "
+              f"{r['no_data_images_per_s']:.1f} | {100 * (1 - r['images_per_s'] / r['no_data_images_per_s']):.1f}% | "
+              f"{peak} |")
 
 
 if __name__ == "__main__":

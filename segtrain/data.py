@@ -27,6 +27,8 @@ import functools
 import logging
 import os
 import random
+import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -287,6 +289,7 @@ class ShardDataset(Dataset):
             if rois is not None:
                 rois[k] = 1 if roi is None else roi
         return RawBatch({"data": data, "ring_slot": where, "size": self.size, "has_roi": has_roi,
+                         "ring": _worker_ring.token if where is not None else None,
                          "sample_id": [self._ids[i] for i in indices], "index": list(indices),
                          "mean": self.mean, "std": self.std})
 
@@ -315,6 +318,10 @@ class _BatchRing:
         storage = torch.UntypedStorage._new_shared(workers * slots * capacity)
         self.buffer = torch.empty(0, dtype=torch.uint8).set_(storage).view(workers, slots, capacity)
         self._taken = 0  # batches this process (a worker) has written; each worker has its copy
+        # Batches name their ring by this token: the DataLoader's pin-memory thread, which reads
+        # them first on a GPU, knows nothing of the loader (see _RawCollated.pin_memory).
+        self.token = uuid.uuid4().hex
+        _rings[self.token] = self
 
     def take(self, worker: int, shape: tuple[int, int]) -> tuple[tuple[int, int], torch.Tensor] | None:
         """The next slot of ``worker`` as a uint8 tensor of ``shape``, or None when it does not fit."""
@@ -333,6 +340,8 @@ class _BatchRing:
 
 # The ring of the loader this process is a worker of (set by _init_worker), else None.
 _worker_ring: _BatchRing | None = None
+# The rings of this process's live loaders, by token.
+_rings: weakref.WeakValueDictionary[str, _BatchRing] = weakref.WeakValueDictionary()
 
 
 def _unpack(data: np.ndarray, size: tuple[int, int], has_roi: bool
@@ -378,8 +387,32 @@ class RawBatch(list):
         return (self._item(k) for k in range(len(self)))
 
 
-class _RawCollated(dict):
-    """A collated uint8 batch on its way to the main process (see ``finish_batch``)."""
+class _RawCollated:
+    """A collated uint8 batch on its way to the main process (see ``finish_batch``): ``raw``
+    as ``ShardDataset.__getitems__`` made it, its pixels in ``raw["data"]`` or in a ring slot.
+
+    Not a dict, so that the DataLoader's pin-memory thread calls ``pin_memory`` below instead
+    of walking the values (torch < 2.6 tries mappings first)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    def pixels(self) -> torch.Tensor:
+        """The uint8 (N, H*W*planes) batch: a view of the ring slot it was written into, if any."""
+        raw = self.raw
+        if raw["ring_slot"] is None:
+            return raw["data"]
+        ring = _rings.get(raw["ring"])
+        if ring is None:
+            raise SegtrainError("a batch written into a loader's ring reached a process without that loader")
+        return ring.get(raw["ring_slot"], raw["shape"])
+
+    def pin_memory(self, device: Any = None) -> "_RawCollated":
+        """The DataLoader's pin-memory thread (a GPU loader) calls this: the pixels are copied out
+        of the ring into page-locked memory there, off the training loop's thread, and the copy to
+        the GPU can then be asynchronous. The ring slot is free once this returns, before the
+        main thread receives the batch, so the ring's argument holds (see ``_BatchRing``)."""
+        return _RawCollated({**self.raw, "data": self.pixels().pin_memory(), "ring_slot": None, "ring": None})
 
 
 def collate(data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -393,8 +426,8 @@ def collate(data: list[dict[str, Any]]) -> dict[str, Any]:
     return default_collate(data)
 
 
-def finish_batch(batch: dict[str, Any], pin_memory: bool = False, device: torch.device | None = None,
-                 channels_last: bool = False, ring: _BatchRing | None = None) -> dict[str, Any]:
+def finish_batch(batch: Any, pin_memory: bool = False, device: torch.device | None = None,
+                 channels_last: bool = False) -> dict[str, Any]:
     """uint8 batch -> ``image`` float32 (N, 3, H, W) normalised, ``mask`` int64, ``roi`` uint8.
 
     Without ``device``: in this process with numpy (see ``_normalize_into``). With ``device``
@@ -402,13 +435,10 @@ def finish_batch(batch: dict[str, Any], pin_memory: bool = False, device: torch.
     (``_finish_on_device``). The values are the same either way (the same float32 operations)."""
     if not isinstance(batch, _RawCollated):
         return batch
-    if batch.get("ring_slot") is not None:
-        if ring is None:
-            raise SegtrainError("a batch written into a loader's ring reached a loader without one")
-        batch = _RawCollated(batch, data=ring.get(batch["ring_slot"], batch["shape"]))
+    data, batch = batch.pixels(), batch.raw
     if device is not None:
-        return _finish_on_device(batch, device, channels_last)
-    images, masks, rois = _unpack(batch["data"].numpy(), batch["size"], batch["has_roi"])
+        return _finish_on_device(data, batch, device, channels_last)
+    images, masks, rois = _unpack(data.numpy(), batch["size"], batch["has_roi"])
     n, (height, width) = len(images), batch["size"]
     image = torch.empty((n, 3, height, width), dtype=torch.float32, pin_memory=pin_memory)
     mask = torch.empty((n, height, width), dtype=torch.int64, pin_memory=pin_memory)
@@ -422,7 +452,18 @@ def finish_batch(batch: dict[str, Any], pin_memory: bool = False, device: torch.
             "index": torch.tensor(batch["index"], dtype=torch.int64)}
 
 
-def _finish_on_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+@functools.lru_cache(maxsize=8)
+def _normalization_on(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and 1/std as (1, 3, 1, 1) float32 tensors on ``device``, made once: creating them
+    from host memory every batch would be a synchronous copy (see ``_finish_on_device``)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    scale_t = (1.0 / torch.tensor(std, dtype=torch.float32)).view(1, 3, 1, 1)  # as _normalize_into
+    return mean_t.to(device), scale_t.to(device)
+
+
+def _finish_on_device(data: torch.Tensor, batch: dict[str, Any], device: torch.device, channels_last: bool
+                      ) -> dict[str, Any]:
     """``finish_batch`` on ``device``: one uint8 copy (0.5 MB per 352x352 sample, a fifth of the
     float32/int64 tensors), then the cast and normalisation as a few GPU kernels.
 
@@ -430,15 +471,21 @@ def _finish_on_device(batch: dict[str, Any], device: torch.device, channels_last
     352x352 sample with numpy costs it ~0.5 ms, so a model training at 350 images/s waited
     for data ~20% of each step (H100, benchmarks/README.md). The channels-last layout comes
     for free: the stored pixels already are (N, H, W, 3)."""
-    data = batch["data"].to(device, non_blocking=False)  # pageable shared memory: a plain copy
+    if device.type == "cuda" and not data.is_pinned():
+        # Through pinned memory, asynchronously: a copy from pageable memory waits until the GPU
+        # has finished every queued kernel (the previous step), and the GPU then idles while
+        # this process copies and launches the next step. pin_memory() draws from torch's caching
+        # host allocator, which keeps the block until the copy is done. (With workers, the
+        # DataLoader's pin-memory thread has done this already: _RawCollated.pin_memory.)
+        data = data.pin_memory()
+    data = data.to(device, non_blocking=True)
     n, (height, width) = data.shape[0], batch["size"]
     plane = height * width
     pixels = data[:, :3 * plane].view(n, height, width, 3).permute(0, 3, 1, 2)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     image = torch.empty((n, 3, height, width), dtype=torch.float32, device=device, memory_format=memory_format)
     image.copy_(pixels)
-    mean = torch.as_tensor(batch["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    scale = torch.as_tensor(1.0 / batch["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean, scale = _normalization_on(device, tuple(map(float, batch["mean"])), tuple(map(float, batch["std"])))
     image.sub_(mean).mul_(scale)
     mask = data[:, 3 * plane:4 * plane].view(n, height, width).long()
     if batch["has_roi"]:
@@ -456,6 +503,7 @@ class ShardLoader(DataLoader):
 
     def __init__(self, *args: Any, pin_finished: bool = False, finish_device: torch.device | None = None,
                  channels_last: bool = False, ring: _BatchRing | None = None, **kwargs: Any) -> None:
+        # ring: held here so that it lives as long as the loader (_rings holds it weakly)
         super().__init__(*args, **kwargs)
         self.pin_finished = pin_finished
         self.finish_device = finish_device
@@ -465,7 +513,7 @@ class ShardLoader(DataLoader):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in super().__iter__():
             yield finish_batch(batch, pin_memory=self.pin_finished, device=self.finish_device,
-                               channels_last=self.channels_last, ring=self.ring)
+                               channels_last=self.channels_last)
 
 
 class EpochSampler(Sampler[int]):
@@ -565,6 +613,9 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
                        # ring's slot reuse depends on batches arriving in order.
                        prefetch_factor=prefetch if workers > 0 else None,
                        generator=generator, persistent_workers=workers > 0,
-                       pin_memory=pin_memory and not batched, pin_finished=pin_memory and batched and not on_device,
+                       # a GPU loader pins raw batches in the DataLoader's pin-memory thread (the
+                       # copy out of the ring, off this thread); a CPU-finishing one pins its output
+                       pin_memory=pin_memory and (on_device or not batched),
+                       pin_finished=pin_memory and batched and not on_device,
                        finish_device=device if on_device else None, channels_last=channels_last,
                        drop_last=drop_last)

@@ -168,11 +168,15 @@ def test_workers_return_same_samples(tmp_path: Path) -> None:
     assert serial["t/3"][2].min() == 0 and serial["t/2"][2].min() == 1  # ROI only where stored
 
 
-def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("device", [None, pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            device: str | None) -> None:
     # Workers write batches into a ring of shared slots and reuse them (segtrain.data._BatchRing).
     # The main process reads each slot slowly here, so a worker that reused a slot too early
     # would overwrite the pixels while they are read; every batch must still equal the serial
     # loader's, over epochs, an abandoned epoch, a short last batch and mixed ROI batches.
+    # On a GPU the slot is read by the DataLoader's pin-memory thread instead.
     manifest = make_manifest(tmp_path, sizes=[(16, 16)] * 23, splits=["train"] * 23, roi_for=(3, 17))
     dataset = ShardDataset(manifest, "train")
 
@@ -190,12 +194,19 @@ def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monk
     import segtrain.data as data
     normalize = data._normalize_into
 
+    pixels = data._RawCollated.pixels
+
     def slow(*args) -> None:
         time.sleep(0.003)
         normalize(*args)
 
+    def slow_pixels(self):
+        time.sleep(0.006)  # between finding the slot and copying out of it
+        return pixels(self)
+
     monkeypatch.setattr(data, "_normalize_into", slow)
-    parallel = make_loader(dataset, batch_size=2, shuffle=True, workers=2, seed=1)
+    monkeypatch.setattr(data._RawCollated, "pixels", slow_pixels)
+    parallel = make_loader(dataset, batch_size=2, shuffle=True, workers=2, seed=1, device=device)
     assert parallel.ring is not None
     got = {0: batches(parallel, 0), 1: batches(parallel, 1, stop=3), 2: batches(parallel, 2)}
     assert len(got[0]) == len(got[2]) == 12 and len(got[1]) == 3
@@ -203,7 +214,34 @@ def test_worker_ring_slots_are_never_overwritten_while_read(tmp_path: Path, monk
         for a, b in zip(expected[epoch], epoch_batches, strict=False):
             assert a["sample_id"] == b["sample_id"]
             for key in ("image", "mask", "roi"):
-                assert torch.equal(a[key], b[key]), (epoch, a["sample_id"], key)
+                assert torch.equal(a[key], b[key].cpu()), (epoch, a["sample_id"], key)
+                assert b[key].device.type == (device or "cpu")
+
+
+def test_gpu_loader_pins_batches_out_of_the_ring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU the DataLoader's pin-memory thread hands each collated batch to torch's
+    # pin_memory helper; a ring batch must copy itself out of its slot there (so the slot is
+    # free before the main thread sees the batch), not be walked as a mapping. The helper is
+    # called here as that thread calls it; pinning itself needs CUDA, so a copy stands in.
+    manifest = make_manifest(tmp_path, sizes=[(16, 16)] * 6, splits=["train"] * 6, roi_for=(2,))
+    dataset = ShardDataset(manifest, "train")
+    loader = make_loader(dataset, batch_size=3, shuffle=False, workers=2)
+    expected = list(make_loader(dataset, batch_size=3, shuffle=False, workers=0))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args: self.clone())
+    from torch.utils.data._utils.pin_memory import pin_memory
+    import segtrain.data as data
+
+    iterator = torch.utils.data.DataLoader.__iter__(loader)  # the raw batches, before finishing
+    for want in expected:
+        raw = next(iterator)
+        assert isinstance(raw, data._RawCollated) and raw.raw["ring_slot"] is not None
+        pinned = pin_memory(raw)
+        assert pinned.raw["ring_slot"] is None
+        # its slot may be reused now: the pinned batch owns its pixels
+        loader.ring.get(raw.raw["ring_slot"], raw.raw["shape"]).fill_(7)
+        got = data.finish_batch(pinned)
+        for key in ("image", "mask", "roi"):
+            assert torch.equal(want[key], got[key]), key
 
 
 def test_ring_without_rois_has_no_roi_plane(tmp_path: Path) -> None:
