@@ -14,6 +14,7 @@ all cores. OpenCV runs single-threaded everywhere, so "1 process" means one core
 
     .venv/bin/python benchmarks/augment_throughput.py                      # synthetic images
     .venv/bin/python benchmarks/augment_throughput.py --images /work/shared/data/Kvasir-SEG
+    .venv/bin/python benchmarks/augment_throughput.py --images /work/shared/data/Kvasir-SEG --breakdown
 """
 
 from __future__ import annotations
@@ -140,6 +141,57 @@ def stage(manifest: Path, work: Path, preset: str, size: tuple[int, int], factor
     return _rates(result.rows, started, cpu, workers)
 
 
+def breakdown(manifest: Path, work: Path, samples: list, preset: str, size: tuple[int, int], factor: int,
+              repeat: int) -> list[tuple[str, float]]:
+    """ms per row of the stage's steps, from one in-process run (1 worker) with each step wrapped
+    in a timer, next to the bare loop's ms per row in the same process. Best run of ``repeat``."""
+    import collections
+    import contextlib
+
+    from segprep.augment import backends
+    from segprep.augment import stage as stage_module
+    from segprep.shards import ShardWriter as Writer
+
+    spent: dict[str, float] = collections.defaultdict(float)
+    steps = [(stage_module._Worker, "_load", "read + fit the source (per row)"),
+             (stage_module, "fit", "  of which: fit to --size (the bare loop does it too)"),
+             (stage_module._Worker, "_variant", "augment incl. redraws and params as JSON-ready"),
+             (backends, "jsonable", "  of which: params to JSON-ready values"),
+             (Writer, "add", "shard write (mask compression included)"),
+             (stage_module, "_row", "manifest row (two SHA-1s, JSON text)")]
+
+    def timed(function, key):
+        def run(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+        return run
+
+    best: list[tuple[str, float]] | None = None
+    with contextlib.ExitStack() as undo:
+        for owner, name, key in steps:
+            original = getattr(owner, name)
+            setattr(owner, name, timed(original, key))
+            undo.callback(setattr, owner, name, original)
+        for _ in range(repeat):
+            _bare_init(preset, size, factor)
+            started = time.perf_counter()
+            rows = sum(_bare_one((i, image, mask)) for i, (image, mask) in enumerate(samples))
+            bare = (time.perf_counter() - started) / rows
+            spent.clear()
+            started = time.perf_counter()
+            result = augment(manifest, factor=factor, size=size, preset=preset, workers=1, work=work,
+                             force=True, progress=False)
+            total = (time.perf_counter() - started) / result.rows
+            run = [("bare loop, all of it", bare), ("segprep augment, all of it", total)]
+            run += [(key, spent[key] / result.rows) for _, _, key in steps]
+            if best is None or total < best[1][1]:
+                best = run
+    return best or []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=None,
@@ -150,6 +202,8 @@ def main() -> int:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--workers", type=int, default=_available_cores(), help="N (default: all cores)")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many timings per run")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only: ms per row of each step of the stage (1 worker, in process) and of the bare loop")
     args = parser.parse_args()
     size = parse_size(args.size)
 
@@ -168,6 +222,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="augment-bench-") as tmp:
         tmp = Path(tmp)
         manifest = write_input(samples, tmp / "work")
+        if args.breakdown:
+            print()
+            print("| step | ms per row |")
+            print("|---|---:|")
+            for name, seconds in breakdown(manifest, tmp / "seg", samples, args.preset, size, args.factor,
+                                           args.repeat):
+                print(f"| {name} | {1e3 * seconds:.3f} |")
+            return 0
         # Warm-up: the fork server imports albumentations once (about 2 s), for all contenders.
         with _pool_context().Pool(1) as pool:
             pool.map(abs, [0])
