@@ -574,7 +574,9 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: in
 
     With a CUDA ``device``, a ``ShardDataset``'s batches are finished on it (image, mask and
     ROI arrive on the GPU, the image channels-last when ``channels_last``); moving them there
-    again is a no-op. Other devices and datasets: batches stay on the CPU.
+    again is a no-op. On the way, the DataLoader's pin-memory thread copies each batch out of
+    the ring into page-locked memory (up to workers x 2 batches of it, reused through torch's
+    caching host allocator). Other devices and datasets: batches stay on the CPU.
 
     ``loader.sampler.set_epoch(e)`` works in both modes (an ``EpochSampler``, or a
     ``DistributedSampler`` when ``distributed``). Workers persist across epochs.
