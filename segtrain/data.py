@@ -391,8 +391,8 @@ class _RawCollated:
     """A collated uint8 batch on its way to the main process (see ``finish_batch``): ``raw``
     as ``ShardDataset.__getitems__`` made it, its pixels in ``raw["data"]`` or in a ring slot.
 
-    Not a dict, so that the DataLoader's pin-memory thread calls ``pin_memory`` below instead
-    of walking the values (torch < 2.6 tries mappings first)."""
+    Not a dict: the DataLoader's pin-memory thread must call ``pin_memory`` below, and some torch
+    versions walk a mapping's values before they look for that method."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.raw = raw
