@@ -344,15 +344,18 @@ _worker_ring: _BatchRing | None = None
 _rings: weakref.WeakValueDictionary[str, _BatchRing] = weakref.WeakValueDictionary()
 
 
-def _unpack(data: np.ndarray, size: tuple[int, int], has_roi: bool
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Views of a raw batch's ``data`` (N, H*W*4 or 5): images (N, H, W, 3), masks (N, H, W),
-    ROIs (N, H, W) or None. Each sample's arrays are contiguous."""
+def _unpack(data: np.ndarray | torch.Tensor, size: tuple[int, int], has_roi: bool) -> tuple:
+    """Views of a raw batch's ``data`` (N, H*W*4 or 5; a numpy array, or a tensor on any
+    device): images (N, H, W, 3), masks (N, H, W), ROIs (N, H, W) or None. Each sample's arrays
+    are contiguous. The one place that knows the layout of a raw batch."""
     height, width = size
     n, plane = data.shape[0], height * width
 
-    def view(start: int, shape: tuple[int, ...]) -> np.ndarray:
-        part = data[:, start:start + int(np.prod(shape))].view()
+    def view(start: int, shape: tuple[int, ...]) -> np.ndarray | torch.Tensor:
+        part = data[:, start:start + int(np.prod(shape))]
+        if isinstance(part, torch.Tensor):
+            return part.view(n, *shape)  # view() never copies (it raises instead)
+        part = part.view()
         part.shape = (n, *shape)  # setting the shape never copies (it raises instead)
         return part
 
@@ -478,18 +481,16 @@ def _finish_on_device(data: torch.Tensor, batch: dict[str, Any], device: torch.d
         # host allocator, which keeps the block until the copy is done. (With workers, the
         # DataLoader's pin-memory thread has done this already: _RawCollated.pin_memory.)
         data = data.pin_memory()
-    data = data.to(device, non_blocking=True)
-    n, (height, width) = data.shape[0], batch["size"]
-    plane = height * width
-    pixels = data[:, :3 * plane].view(n, height, width, 3).permute(0, 3, 1, 2)
+    images, masks, rois = _unpack(data.to(device, non_blocking=True), batch["size"], batch["has_roi"])
+    n, (height, width) = len(images), batch["size"]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     image = torch.empty((n, 3, height, width), dtype=torch.float32, device=device, memory_format=memory_format)
-    image.copy_(pixels)
+    image.copy_(images.permute(0, 3, 1, 2))
     mean, scale = _normalization_on(device, tuple(map(float, batch["mean"])), tuple(map(float, batch["std"])))
     image.sub_(mean).mul_(scale)
-    mask = data[:, 3 * plane:4 * plane].view(n, height, width).long()
-    if batch["has_roi"]:
-        roi = data[:, 4 * plane:5 * plane].view(n, height, width).contiguous()
+    mask = masks.long()
+    if rois is not None:
+        roi = rois.contiguous()
     else:
         roi = torch.ones((n, height, width), dtype=torch.uint8, device=device)
     return {"image": image, "mask": mask, "roi": roi, "sample_id": batch["sample_id"],
