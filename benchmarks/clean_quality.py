@@ -3,8 +3,9 @@
 For every synth layout: synth (--noise 0.3) -> ingest -> clean, then findings.csv is scored
 against synth_truth.csv, per defect code:
 
-* a sample's predicted codes are the codes of its error/warning findings (info findings such
-  as outside_roi are notes, not flags); synth's ``corrupt_image`` is clean's ``unreadable``;
+* a sample's predicted codes are the codes of its error/warning findings and of its repairs
+  (info findings such as outside_roi are notes, not flags; nonbinary is info but repaired);
+  synth's ``corrupt_image`` is clean's ``unreadable``;
 * ``duplicate`` and ``near_duplicate_conflict``: the truth names the copy, whose source is in
   the truth's details. A pair is found when either member carries the code (clean flags one
   member of a duplicate, both of a near-duplicate conflict); a predicted code on the copy or
@@ -20,10 +21,22 @@ against synth_truth.csv, per defect code:
   against the clean-data rate below.
 
 Then the same layouts at --noise 0: the share of samples with any flag (target < 1%).
+
+Real data (``--real DIR``, default ../shared/data when it exists; never in tests):
+
+* Kvasir-SEG and DRIVE as shipped: samples flagged and excluded per code (goal: no exclusion,
+  under 1% flagged per code);
+* a corrupted copy of Kvasir-SEG (``real_defects.py``: masks shifted by 20/40/60% of the
+  object's size, rotated, swapped, inverted, with grey edges, split into one file per object;
+  crops inside large polyps and their complements; near-identical copies with another mask in
+  a second source): per kind, the share given the expected code (goal for misaligned: >= 0.9
+  for shifts of 40% and more and for swapped masks, at under 1% flagged on the untouched).
+
 Speed: clean with one worker on 512x512 samples (read from shards, every check, write the
 shards, findings, report and manifest), in samples per second (target >= 100).
 
     .venv/bin/python benchmarks/clean_quality.py [--n 120] [--size 128] [--out DIR]
+    .venv/bin/python benchmarks/clean_quality.py --only-real [--per-kind 20]
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import argparse
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -44,6 +58,9 @@ from segprep.clean import clean
 from segprep.ingest import ingest
 from segprep.synth import LAYOUTS, make_dataset
 
+sys.path.insert(0, str(Path(__file__).parent))
+from real_defects import COPY_SOURCE, EXPECTED, KINDS, make_corrupted  # noqa: E402
+
 TRUTH_TO_CODE = {"corrupt_image": "unreadable"}
 PAIR_CODES = ("duplicate", "near_duplicate_conflict")
 # Codes that are true of a defect as synth makes it, besides its own code (see the module
@@ -51,6 +68,9 @@ PAIR_CODES = ("duplicate", "near_duplicate_conflict")
 ALSO_TRUE = {
     # the copy carries "the mask of another region": a mask off its object, i.e. misaligned
     "near_duplicate_conflict": {"misaligned"},
+    # an inverted mask that is not inverted back is checked as it is: holes and specks of the
+    # complement are there (vessel masks inverted enclose the gaps between vessels)
+    "inverted": {"holes", "speckle"},
 }
 # In a video layout a misaligned frame also disagrees with its near-identical neighbours.
 ALSO_TRUE_VIDEO = {"misaligned": {"near_duplicate_conflict"}}
@@ -70,10 +90,11 @@ def run_layout(out: Path, layout: str, n: int, size: int, noise: float, seed: in
 
 
 def predicted_codes(findings: pd.DataFrame) -> dict[str, set[str]]:
-    """stem -> codes of its error/warning findings."""
+    """stem -> codes of its error/warning findings and of its repairs (nonbinary is info:
+    its repair is routine, but it is clean's answer to a grey mask)."""
     out: dict[str, set[str]] = defaultdict(set)
     for row in findings.itertuples():
-        if row.severity in ("error", "warning"):
+        if row.severity in ("error", "warning") or row.action == "repaired":
             out[row.sample_id.split("/", 1)[1]].add(row.code)
     return out
 
@@ -135,14 +156,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the data here (default: a temp folder)")
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--skip-quality", action="store_true", help="only the speed run")
+    default_real = Path(__file__).resolve().parents[2] / "shared" / "data"
+    parser.add_argument("--real", type=Path, default=default_real if default_real.is_dir() else None,
+                        help="folder holding Kvasir-SEG/ and DRIVE/ as shipped (default: "
+                             "../shared/data when it exists)")
+    parser.add_argument("--per-kind", type=int, default=20, help="corrupted samples per kind")
+    parser.add_argument("--only-real", action="store_true", help="only the real-data part")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="clean-quality-"))
     layouts = [name for name in args.layouts.split(",") if name]
 
     started = time.perf_counter()
-    if not args.skip_quality:
-        quality(args, out, layouts)
-    speed(args, out)
+    if not args.only_real:
+        if not args.skip_quality:
+            quality(args, out, layouts)
+        speed(args, out)
+    if args.real is not None:
+        real(args, out)
+    elif args.only_real:
+        raise SystemExit("--only-real needs --real DIR (no ../shared/data here)")
     print(f"total benchmark time {time.perf_counter() - started:.0f} s; data in {out}")
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
@@ -229,6 +261,89 @@ def speed(args: argparse.Namespace, out: Path) -> None:
           f"{cpu_rate:.0f} samples/s per CPU second of the worker; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
           f"(target >= 100: {'MET' if max(rate, cpu_rate) >= 100 else 'NOT MET'})")
+
+
+def _flags(findings: pd.DataFrame) -> pd.DataFrame:
+    """Findings that flag, repair or exclude (not the info notes)."""
+    return findings[findings["severity"].isin(["error", "warning"]) | (findings["action"] == "repaired")]
+
+
+def real(args: argparse.Namespace, out: Path) -> None:
+    """Untouched Kvasir-SEG and DRIVE, then the corrupted copy of Kvasir-SEG."""
+    print(f"\nreal data from {args.real}")
+    print(f"{'dataset':<12}{'samples':>8}  flagged / excluded per code (codes with any)")
+    untouched_rates: dict[str, float] = {}
+    for name in ("Kvasir-SEG", "DRIVE"):
+        source = args.real / name
+        if not source.is_dir():
+            print(f"{name:<12} not found in {args.real}; skipped")
+            continue
+        work = out / f"real-{name}"
+        ingested = ingest([source], work, workers=args.workers, force=True)
+        result = clean(ingested.manifest_path, workers=args.workers, force=True, progress=False)
+        findings = pd.read_csv(result.findings_path, dtype=str, keep_default_na=False)
+        n = result.n_samples
+        parts = []
+        for code, group in _flags(findings).groupby("code"):
+            flagged = group["sample_id"].nunique()
+            excluded = group.loc[group["action"] == "excluded", "sample_id"].nunique()
+            parts.append(f"{code} {flagged} ({flagged / n:.1%}) / {excluded}")
+            if name == "Kvasir-SEG":
+                untouched_rates[code] = flagged / n
+        print(f"{name:<12}{n:>8}  {'; '.join(parts) or 'nothing'}  [excluded in all: {result.n_excluded}]")
+
+    kvasir = args.real / "Kvasir-SEG"
+    if not kvasir.is_dir():
+        return
+    started = time.perf_counter()
+    corrupted = make_corrupted(kvasir, out / "corrupt", per_kind=args.per_kind, seed=args.seed)
+    work = out / "corrupt" / "work"
+    ingested = ingest([corrupted.root], work, workers=args.workers, force=True)
+    result = clean(ingested.manifest_path, workers=args.workers, force=True, progress=False)
+    findings = pd.read_csv(result.findings_path, dtype=str, keep_default_na=False)
+    manifest = pd.read_csv(result.manifest_path, dtype=str, keep_default_na=False)
+    copy_source = next((s for s in manifest["source"].unique() if s.endswith(COPY_SOURCE)), None)
+
+    def key(sample_id: str) -> str:
+        source, stem = sample_id.split("/", 1)
+        return f"copy:{stem}" if source == copy_source else stem
+
+    codes: dict[str, set[str]] = defaultdict(set)
+    for row in _flags(findings).itertuples():
+        codes[key(row.sample_id)].add(row.code)
+    for row in findings[findings["code"] == "merged_masks"].itertuples():
+        codes[key(row.sample_id)].add("merged_masks")
+    excluded = {key(s) for s in manifest.loc[manifest["status"] == "excluded", "sample_id"]}
+    print(f"\ncorrupted Kvasir-SEG: {corrupted.n_images} images, {args.per_kind} per kind, "
+          f"seed {args.seed}; ingest + clean {time.perf_counter() - started:.0f} s")
+    print(f"{'kind':<16}{'expected':<25}{'n':>4}{'found':>7}{'rate':>7}{'excluded':>10}  other codes")
+    for kind in KINDS:
+        stems = [s for s, k in corrupted.truth.items() if k == kind]
+        expected = EXPECTED[kind]
+        if kind == "copy_conflict":  # either member of the pair may carry it
+            found = sum(expected in codes[s] or expected in codes[s.split(":", 1)[1]] for s in stems)
+        elif expected is None:       # crops: must not be called inverted
+            found = sum("inverted" not in codes[s] for s in stems)
+        else:
+            found = sum(expected in codes[s] for s in stems)
+        others = defaultdict(int)
+        for s in stems:
+            for code in codes[s] - {expected}:
+                others[code] += 1
+        label = expected or "(not inverted)"
+        rate = found / len(stems) if stems else float("nan")
+        print(f"{kind:<16}{label:<25}{len(stems):>4}{found:>7}{rate:>7.2f}"
+              f"{sum(s in excluded for s in stems):>10}  "
+              + ", ".join(f"{c} {n}" for c, n in sorted(others.items())))
+    untouched = [s for s in manifest["sample_id"].map(key) if s not in corrupted.truth
+                 and not any(t.endswith(":" + s) for t in corrupted.truth)]
+    flagged = defaultdict(int)
+    for s in untouched:
+        for code in codes[s]:
+            flagged[code] += 1
+    print(f"untouched rows of the corrupted copy ({len(untouched)}): "
+          + ", ".join(f"{c} {n} ({n / len(untouched):.1%})" for c, n in sorted(flagged.items()))
+          + f"; excluded {sum(s in excluded for s in untouched)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`segprep clean`: find noisy masks, repair what can be repaired, exclude the rest, show why.
+"""`segprep clean`: find noisy masks, repair what can be repaired, exclude what is certainly
+unusable, flag the rest, show why.
 
 Reads a manifest (ingest.csv or any later one) and writes, under WORK:
 
@@ -10,11 +11,17 @@ Reads a manifest (ingest.csv or any later one) and writes, under WORK:
 * ``manifests/clean.csv``: the input's rows with new mask_shard/mask_index/mask_sha1,
   fg_fraction, status and issues, written last. Excluded rows stay, with their codes.
 
+Exclusion policy (docs/CLEAN.md): only what is certain is excluded (unreadable, missing, size
+mismatch, exact duplicate, empty where the source has no empty images); whatever a heuristic
+threshold decides is flagged, and repaired only where the repair is certain; ``--strict``
+also excludes the flagged heuristics.
+
 The work happens in two passes. Per sample (in parallel, in manifest order): binarize, the
-mask checks and repairs (:func:`segprep.checks.mask.check_mask`), the edge-alignment score,
-thumbnails for the pair checks, and the report strip of a sample with a finding. Over the
-manifest: per-source robust z-scores (misaligned, area_outlier), duplicates, near-duplicate
-conflicts and leakage. Codes and options: docs/CLEAN.md.
+mask checks and repairs (:func:`segprep.checks.mask.check_mask`), the appearance
+measurements (:func:`segprep.checks.alignment.measure`), thumbnails for the pair checks, and
+the report strip of a sample with a finding. Over the manifest: the source checks
+(:mod:`segprep.checks.source`: inverted, misaligned, area_outlier, negatives), duplicates,
+near-duplicate conflicts and leakage. Codes and options: docs/CLEAN.md.
 """
 
 from __future__ import annotations
@@ -36,17 +43,20 @@ import pandas as pd
 from tqdm import tqdm
 
 from segprep.checks import CODES, code_order
-from segprep.checks.alignment import edge_alignment, robust_z
-from segprep.checks.duplicates import (Table, candidate_pairs, find_duplicates, find_leakage,
-                                       find_near_duplicate_conflicts, grey_thumbnail,
-                                       image_thumbnail, mask_thumbnail, neighbours,
-                                       tiny_thumbnail, verified_pairs)
+from segprep.checks.alignment import measure
+from segprep.checks.duplicates import (Table, candidate_pairs, confirmed_pairs, find_duplicates,
+                                       find_leakage, find_near_duplicate_conflicts,
+                                       grey_thumbnail, image_thumbnail, mask_thumbnail,
+                                       neighbours, tiny_thumbnail, verified_pairs)
 from segprep.checks.findings import FINDING_COLUMNS, Finding
-from segprep.checks.mask import check_mask
+from segprep.checks.ingested import carried, decoder_warning, ingest_report_findings, merged_masks
+from segprep.checks.mask import border_share, check_mask, is_thin
 from segprep.checks.options import CleanOptions
 from segprep.checks.repairs import binarize
+from segprep.checks.source import (SourceSample, find_area_outliers, find_inverted,
+                                   find_misaligned, has_negatives)
 from segprep.errors import SegprepError
-from segprep.hashing import array_sha1, phash
+from segprep.hashing import array_sha1, image_hashes
 from segprep.manifest import read_manifest, work_root, write_manifest
 from segprep.report import render_panels, write_report, write_strip
 from segprep.shards import ShardSequence, close_shards, read_image, read_mask, read_roi
@@ -59,13 +69,8 @@ SHARD_PREFIX = "clean"
 # Codes clean measures itself; any other code on an input row (size_mismatch from ingest,
 # a code a user added) is carried over as it is.
 MEASURED = ("nonbinary", "inverted", "speckle", "holes", "empty", "outside_roi", "misaligned",
-            "area_outlier", "duplicate", "conflict", "near_duplicate_conflict", "leakage")
-# Per-source z-scores need a distribution: sources with fewer scored samples are not judged.
-MIN_SOURCE_SAMPLES = 8
-# Scale floors of the robust z-scores (see robust_z): a source whose scores are all alike
-# must not turn a tiny difference into a flag.
-ALIGN_Z_FLOOR = 0.1      # log units of the edge-alignment score
-AREA_Z_FLOOR = 0.25      # logit units of the foreground fraction
+            "area_outlier", "duplicate", "conflict", "near_duplicate_conflict", "leakage",
+            "merged_masks", "decoder_warning")
 
 
 @dataclass
@@ -81,6 +86,8 @@ class CleanResult:
     n_repaired: int = 0
     n_excluded: int = 0
     counts: pd.DataFrame = field(default_factory=pd.DataFrame)  # code, severity, found, repaired, excluded, flagged
+    by_source: list[dict] = field(default_factory=list)  # source, action -> {code: samples}
+    notes: list[str] = field(default_factory=list)
     leakage: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -88,8 +95,9 @@ class CleanResult:
     skipped: bool = False   # a finished run with the same input and options: nothing done
 
     def summary(self, max_pairs: int = 20) -> str:
-        """The printed summary: per code found/repaired/excluded/flagged, the status counts,
-        leakage as an error with its pairs, where the outputs went and the time."""
+        """The printed summary: per code found/repaired/excluded/flagged, what was done per
+        source, the status counts, leakage as an error with its pairs, where the outputs went
+        and the time."""
         lines = []
         if self.skipped:
             lines.append(f"clean: nothing changed since the last run (use --force to redo); "
@@ -100,6 +108,15 @@ class CleanResult:
                          f"{row['excluded']:>10}{row['flagged']:>9}")
         if self.counts.empty:
             lines.append("(no findings)")
+        for entry in self.by_source:
+            parts = []
+            for action in ("excluded", "repaired", "flagged"):
+                codes = entry.get(action, {})
+                total = entry.get(f"n_{action}", 0)
+                detail = ", ".join(f"{code} {n}" for code, n in codes.items())
+                parts.append(f"{action} {total}" + (f" ({detail})" if detail else ""))
+            lines.append(f"{entry['source']}: " + "; ".join(parts))
+        lines.extend(self.notes)
         lines.append(f"{self.n_samples} samples: {self.n_ok} ok, {self.n_repaired} repaired, "
                      f"{self.n_excluded} excluded")
         if self.leakage:
@@ -119,6 +136,7 @@ class CleanResult:
     def to_json(self) -> dict:
         return {"n_samples": self.n_samples, "n_ok": self.n_ok, "n_repaired": self.n_repaired,
                 "n_excluded": self.n_excluded, "counts": self.counts.to_dict("records"),
+                "by_source": self.by_source, "notes": self.notes,
                 "leakage": [list(pair) for pair in self.leakage],
                 "shards": [p.name for p in self.shards], "seconds": round(self.seconds, 3)}
 
@@ -130,87 +148,96 @@ class SampleResult:
     position: int
     mask: np.ndarray
     findings: list[Finding]
-    fg_fraction: float
+    source: SourceSample
     mask_sha1: str
     image_sha1: str
     phash: int | None
-    align: float
-    comparable: bool   # the mask can be compared with others (read, right size, classes right)
+    phash256: int | None
+    comparable: bool   # the mask can be compared with others (read, right size)
     mask_thumb: np.ndarray | None = None   # for duplicate / near-duplicate comparisons
     detail: np.ndarray | None = None       # image fine detail, to verify near-duplicates
     tiny: np.ndarray | None = None         # 16x16 grey, to propose near-duplicate candidates
     strip: dict | None = None              # report strip already written (flagged samples)
 
+    @property
+    def fg_fraction(self) -> float:
+        return self.source.fg_fraction
+
 
 # ----------------------------------------------------------------------------- per sample
 
-def _carried(row: dict, input_name: str) -> list[Finding]:
-    """Codes on the input row that clean does not measure itself (size_mismatch from ingest)."""
-    out = []
-    excluded = row["status"] == "excluded"
-    for code in [c for c in str(row.get("issues", "")).split(";") if c]:
-        if code in MEASURED:
-            continue
-        info = CODES.get(code)
-        severity = info.severity if info else ("error" if excluded else "warning")
-        out.append(Finding(code, severity, 0.0, f"carried from {input_name}",
-                           action="excluded" if excluded else "flagged"))
-    return out
+def _mask_format(row: dict) -> str:
+    """The mask file's format as ingest recorded it, else as its name says."""
+    recorded = str(row.get("mask_format", "") or "")
+    if recorded:
+        return recorded
+    suffix = Path(str(row.get("mask_path", ""))).suffix.lower().lstrip(".")
+    return {"jpg": "jpeg", "tif": "tiff"}.get(suffix, suffix)
 
 
 def process_sample(root: Path, row: dict, opts: CleanOptions, input_name: str = "input",
-                   thumbs: Path | None = None) -> SampleResult:
+                   thumbs: Path | None = None, invert: bool = False) -> SampleResult:
     """Read one manifest row's sample, check and repair its mask, and measure what the
     manifest-level checks need. ``root`` is the input manifest's folder. With ``thumbs``,
-    a sample with a finding gets its report strip drawn there now, while it is in memory."""
+    a sample with a finding gets its report strip drawn there now, while it is in memory.
+    ``invert``: the mask was found inverted and is to be repaired (a second pass)."""
     image_shard = root / row["image_shard"]
     image = read_image(image_shard, int(row["image_index"]))
     raw = read_mask(root / row["mask_shard"], int(row["mask_index"]))
     # Ingest says which samples carry a field of view; asking the shard costs a lookup.
     has_roi = str(row.get("has_roi", "")) not in ("0", "False", "false")
     roi = read_roi(image_shard, int(row["image_index"])) if has_roi else None
-    result = _check_sample(row, image, raw, roi, opts, input_name)
+    result = _check_sample(row, image, raw, roi, opts, input_name, invert)
     if thumbs is not None and any(f.severity != "info" for f in result.findings):
         strip, panels = render_panels(image, raw, result.mask, roi, opts.threshold)
         result.strip = write_strip(thumbs, row.get("_position", 0), strip, panels)
     return result
 
 
+def _hashes(row: dict, image: np.ndarray) -> tuple[int, int | None]:
+    """The image's 64- and 256-bit perceptual hashes, from the row where ingest recorded them."""
+    h64, h256 = row.get("phash", ""), row.get("phash256", "")
+    if h64 and h256:
+        return int(h64, 16), int(h256, 16)
+    computed = image_hashes(image)
+    return (int(h64, 16) if h64 else computed[0]), computed[1]
+
+
 def _check_sample(row: dict, image: np.ndarray, raw: np.ndarray, roi: np.ndarray | None,
-                  opts: CleanOptions, input_name: str) -> SampleResult:
-    findings = _carried(row, input_name)
+                  opts: CleanOptions, input_name: str, invert: bool = False) -> SampleResult:
+    findings = carried(row, input_name, MEASURED,
+                       {code: info.severity for code, info in CODES.items()})
+    findings += [f for f in (merged_masks(row), decoder_warning(row)) if f is not None]
     codes = {f.code for f in findings}
 
     image_sha1 = row.get("image_sha1") or array_sha1(image)
-    hex_hash = row.get("phash", "")
-    image_hash = int(hex_hash, 16) if hex_hash else phash(image)
-
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    small = grey_thumbnail(grey)
+    hash64, hash256 = _hashes(row, image)
+    small = grey_thumbnail(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    position = row.get("_position", 0)
     if raw.shape != image.shape[:2]:
         binary = binarize(raw, opts.threshold)
         if "size_mismatch" not in codes:
             findings.append(Finding("size_mismatch", "error", 0.0,
                                     f"mask {raw.shape[0]}x{raw.shape[1]}, image "
                                     f"{image.shape[0]}x{image.shape[1]}", action="excluded"))
-        return SampleResult(row.get("_position", 0), binary, findings, float(row["fg_fraction"]),
-                            array_sha1(binary), image_sha1, image_hash, float("nan"),
-                            comparable=False, detail=image_thumbnail(small, roi),
+        fg = float(row["fg_fraction"])
+        source = SourceSample(fg, 0.0, float("nan"), float("nan"), None, None, not binary.any())
+        return SampleResult(position, binary, findings, source, array_sha1(binary), image_sha1,
+                            hash64, hash256, comparable=False, detail=image_thumbnail(small, roi),
                             tiny=tiny_thumbnail(small))
 
-    binary, mask_findings = check_mask(raw, roi, opts)
+    binary, mask_findings = check_mask(raw, roi, opts, mask_format=_mask_format(row), invert=invert)
     findings += mask_findings
-    unusable = any(f.code in ("inverted", "empty") and f.action == "excluded" for f in mask_findings)
     if roi is not None and roi.shape == binary.shape and roi.any():
         fg = float(binary[roi > 0].mean())
     else:
         fg = float(binary.mean())
-    align = float("nan") if unusable else edge_alignment(grey, binary, roi)
-    inverted_kept = any(f.code == "inverted" and f.action != "repaired" for f in mask_findings)
+    look = measure(image, binary, roi, thin=is_thin(binary, opts))
+    source = SourceSample(fg, border_share(binary), look.ring, look.edge, look.colour_in,
+                          look.colour_out, empty=not binary.any(), thin_edge=look.thin_edge)
     return SampleResult(
-        row.get("_position", 0), binary, findings, fg, array_sha1(binary), image_sha1, image_hash,
-        align, comparable=not inverted_kept,
-        mask_thumb=mask_thumbnail(binary), detail=image_thumbnail(small, roi),
+        position, binary, findings, source, array_sha1(binary), image_sha1, hash64, hash256,
+        comparable=True, mask_thumb=mask_thumbnail(binary), detail=image_thumbnail(small, roi),
         tiny=tiny_thumbnail(small))
 
 
@@ -228,56 +255,6 @@ def _work(row: dict) -> SampleResult:
 
 
 # ----------------------------------------------------------------------------- whole manifest
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
-# A sample judged misaligned against its source must also score well below its own
-# near-identical images (video frames of one scene), if it has any: a whole sequence with
-# weak object edges is the scene, not the masks. log(1.5): below two thirds of theirs.
-NEIGHBOUR_DROP = float(np.log(1.5))
-
-
-def source_outliers(df: pd.DataFrame, results: list[SampleResult], excluded: np.ndarray,
-                    near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
-    """misaligned and area_outlier: each sample against the other samples of its source."""
-    out: list[tuple[int, Finding]] = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        align = np.log(np.array([r.align for r in results], np.float64))
-    logit_fg = _logit(np.array([r.fg_fraction for r in results], np.float64))
-    misaligned_action = "excluded" if opts.strict else "flagged"
-    for source, index in df.groupby("source", sort=True).indices.items():
-        usable = index[~excluded[index]]
-        scored = usable[np.isfinite(align[usable])]
-        if len(scored) >= MIN_SOURCE_SAMPLES:
-            z = robust_z(align[scored], ALIGN_Z_FLOOR)
-            median = float(np.median(align[scored]))
-            for i, value in zip(scored, z):
-                if value >= -opts.misaligned_z:
-                    continue
-                around = [align[j] for j in near.get(int(i), []) if np.isfinite(align[j])]
-                if around and align[i] > float(np.median(around)) - NEIGHBOUR_DROP:
-                    continue
-                out.append((int(i), Finding(
-                    "misaligned", "warning", round(float(value), 3),
-                    f"edge-alignment score {np.exp(align[i]):.2f} against {np.exp(median):.2f} "
-                    f"typical for {source} (robust z {value:.1f}"
-                    f"{f'; its near-identical images: {np.exp(np.median(around)):.2f}' if around else ''})"
-                    f": the outline does not follow image edges", action=misaligned_action)))
-        nonempty = np.array([i for i in usable if results[i].fg_fraction > 0], np.int64)
-        if len(nonempty) >= MIN_SOURCE_SAMPLES:
-            z = robust_z(logit_fg[nonempty], AREA_Z_FLOOR)
-            median = float(np.median([results[i].fg_fraction for i in nonempty]))
-            for i, value in zip(nonempty, z):
-                if abs(value) > opts.area_z:
-                    out.append((int(i), Finding(
-                        "area_outlier", "warning", round(float(value), 3),
-                        f"foreground {results[i].fg_fraction:.1%} against {median:.1%} typical "
-                        f"for {source} (robust z {value:+.1f})")))
-    return out
-
 
 def _source_detail(df: pd.DataFrame, results: list[SampleResult]) -> dict[int, np.ndarray]:
     """Each sample's fine-detail thumbnail minus the mean of its source's: what every image
@@ -299,12 +276,37 @@ def _severity_rank(findings: list[Finding]) -> tuple[int, int]:
             sum(f.severity == "warning" for f in findings))
 
 
+def _keep_negatives(df: pd.DataFrame, samples: list[SourceSample], findings: list[list[Finding]],
+                    opts: CleanOptions) -> list[str]:
+    """Empty masks of a source that has negative images (many empty masks) are kept, not
+    excluded: the task has empty images. Returns a note per such source."""
+    notes = []
+    if opts.allow_empty:
+        return notes
+    for source, index in df.groupby("source", sort=True).indices.items():
+        if not has_negatives(samples, index):
+            continue
+        kept = 0
+        for i in index:
+            for k, f in enumerate(findings[i]):
+                if f.code == "empty" and f.action == "excluded":
+                    findings[i][k] = Finding("empty", "info", f.value,
+                                             "no foreground: a negative image (kept: its source "
+                                             "has many)", action="kept")
+                    kept += 1
+        notes.append(f"{source}: {kept} empty masks ({kept / len(index):.0%} of the source) kept as "
+                     f"negative images; --allow-empty says so for every source")
+    return notes
+
+
 def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
                       per_sample: list[list[Finding]], input_excluded: np.ndarray,
-                      opts: CleanOptions) -> tuple[list[list[Finding]], list[tuple]]:
-    """Add the manifest-level findings to ``per_sample`` (a new list); returns it and the
-    leakage pairs."""
+                      opts: CleanOptions) -> tuple[list[list[Finding]], list[tuple], list[str]]:
+    """Add the manifest-level findings to ``per_sample`` (a new list); returns it, the
+    leakage pairs and notes for the summary."""
     findings = [list(f) for f in per_sample]
+    samples = [r.source for r in results]
+    notes = _keep_negatives(df, samples, findings, opts)
 
     def excluded_now() -> np.ndarray:
         return np.array([input_excluded[i] or any(f.action == "excluded" for f in findings[i])
@@ -322,53 +324,31 @@ def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
         details=_source_detail(df, results),
         comparable=np.array([r.comparable and r.mask_thumb is not None for r in results], bool),
         rank=[(bool(excluded[i]),) + _severity_rank(findings[i]) + (i,) for i in range(len(ids))],
+        groups=df["group"].tolist(),
+        phash256=[r.phash256 for r in results],
     )
     tiny = np.stack([r.tiny for r in results]) if results else np.zeros((0, 1), np.float32)
     candidates = candidate_pairs(table, tiny, opts.phash_distance)
-    pairs = verified_pairs(table, candidates, opts)
+    pairs = verified_pairs(table, candidates, opts, confirmed=confirmed_pairs(table, candidates))
+    near = neighbours(pairs, ~excluded)
 
-    for i, finding in source_outliers(df, results, excluded, neighbours(pairs, ~excluded), opts):
-        findings[i].append(finding)
+    for source, index in df.groupby("source", sort=True).indices.items():
+        usable = index[~excluded[index]]
+        inverted = find_inverted(samples, usable, source, opts)
+        # an inverted mask's area and placement are explained by the inversion
+        upright = np.setdiff1d(usable, [i for i, _ in inverted])
+        for i, finding in (inverted + find_misaligned(samples, upright, source, near, opts)
+                           + find_area_outliers(samples, upright, source, opts)):
+            findings[i].append(finding)
     for sid, finding in find_duplicates(table, opts):
         findings[position[sid]].append(finding)
-    # Samples excluded so far (empty, inverted, duplicate copies...) take no part below.
+    # Samples excluded so far (empty, duplicate copies...) take no part below.
     for sid, finding in find_near_duplicate_conflicts(table, pairs, ~excluded_now(), opts):
         findings[position[sid]].append(finding)
     leak_findings, leak_pairs = find_leakage(table, pairs, ~excluded_now())
     for sid, finding in leak_findings:
         findings[position[sid]].append(finding)
-    return findings, leak_pairs
-
-
-def ingest_report_findings(work: Path) -> list[tuple[str, str, Finding]]:
-    """Ingest's unpaired.csv / unreadable.csv as findings: (sample_id, source, finding).
-    These samples have no manifest row."""
-    out: list[tuple[str, str, Finding]] = []
-    folder = work / "reports" / "ingest"
-    for name in ("unreadable.csv", "unpaired.csv"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            log.warning("%s: not readable (%s); its samples are not reported", path, exc)
-            continue
-        for row in table.to_dict("records"):
-            source, stem = row.get("source", ""), row.get("stem", "")
-            reason = row.get("reason", "")
-            if name == "unreadable.csv":
-                code = "unreadable"
-            elif reason.startswith("mask without image"):
-                code = "missing_image"   # a mask without its image is not a missing mask
-            elif reason.startswith("image without mask"):
-                code = "missing_mask"
-            else:
-                code = "unpaired"        # e.g. a stem that appears twice in one source
-            message = f"{reason} ({row.get('path', '')})" if row.get("path") else reason
-            out.append((f"{source}/{stem}", source,
-                        Finding(code, "error", 0.0, message, action="excluded")))
-    return out
+    return findings, leak_pairs, notes
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -393,6 +373,40 @@ def _summary_counts(findings: pd.DataFrame) -> pd.DataFrame:
                      "flagged": group.loc[group["action"] == "flagged", "sample_id"].nunique()})
     counts = pd.DataFrame(rows, columns=columns)
     return counts.sort_values("code", key=lambda s: s.map(code_order), kind="stable").reset_index(drop=True)
+
+
+def _by_source(findings: pd.DataFrame) -> list[dict]:
+    """Per source: how many samples were excluded, repaired and flagged, and by which codes."""
+    out = []
+    if findings.empty:
+        return out
+    source = findings["sample_id"].str.split("/", n=1).str[0]
+    for name, group in findings.groupby(source, sort=True):
+        entry: dict = {"source": name}
+        for action in ("excluded", "repaired", "flagged"):
+            chosen = group[group["action"] == action]
+            entry[f"n_{action}"] = int(chosen["sample_id"].nunique())
+            per_code = chosen.groupby("code")["sample_id"].nunique()
+            entry[action] = {code: int(per_code[code]) for code in
+                             sorted(per_code.index, key=code_order)}
+        out.append(entry)
+    return out
+
+
+def _repair_inverted(findings: list[list[Finding]], results: list[SampleResult],
+                     placements: list[tuple[str, int]], sequence: ShardSequence, root: Path,
+                     tasks: list[dict], opts: CleanOptions, input_name: str) -> None:
+    """Second pass over the masks the source checks found inverted with --repair-inverted: each
+    is checked and repaired again with its classes swapped, and stored anew (few samples)."""
+    for i, found in enumerate(findings):
+        if not any(f.code == "inverted" and f.action == "repaired" for f in found):
+            continue
+        first_pass = results[i].findings
+        again = process_sample(root, tasks[i], opts, input_name, invert=True)
+        findings[i] = again.findings + [f for f in found if not any(f is g for g in first_pass)]
+        placements[i] = sequence.add(sample_id=tasks[i]["sample_id"], mask=again.mask)
+        again.mask = None
+        results[i] = again
 
 
 def _rebase(value: str, old_folder: Path, new_folder: Path) -> str:
@@ -459,6 +473,7 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
             result.n_ok, result.n_repaired = summary.get("n_ok", 0), summary.get("n_repaired", 0)
             result.n_excluded = summary.get("n_excluded", 0)
             result.counts = pd.DataFrame(summary.get("counts", []))
+            result.by_source, result.notes = summary.get("by_source", []), summary.get("notes", [])
             result.leakage = [tuple(p) for p in summary.get("leakage", [])]
             result.shards = [work / "shards" / name for name in summary.get("shards", [])]
             result.seconds = time.perf_counter() - started
@@ -489,7 +504,8 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         row["_position"] = position
     # Workers need only these columns; the rest stays in the main process.
     wanted = ("sample_id", "image_shard", "image_index", "mask_shard", "mask_index", "status",
-              "issues", "fg_fraction", "image_sha1", "phash", "has_roi", "_position")
+              "issues", "fg_fraction", "image_sha1", "phash", "phash256", "has_roi", "mask_path",
+              "mask_format", "extra_mask_paths", "decode_warnings", "_position")
     tasks = [{k: row.get(k, "") for k in wanted} for row in rows]
     workers = max(1, workers or os.cpu_count() or 1)
     workers = min(workers, max(1, len(tasks)))
@@ -518,9 +534,12 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
                                                mask=sample.mask))
                 sample.mask = None  # the shard has it; keep memory flat
                 results.append(sample)
-        timings["samples"], clock = time.perf_counter() - clock, time.perf_counter()
-        per_sample = [r.findings for r in results]
-        findings, leak_pairs = manifest_findings(df, results, per_sample, input_excluded, opts)
+            timings["samples"], clock = time.perf_counter() - clock, time.perf_counter()
+            per_sample = [r.findings for r in results]
+            findings, leak_pairs, result.notes = manifest_findings(df, results, per_sample,
+                                                                   input_excluded, opts)
+            _repair_inverted(findings, results, placements, sequence, input_folder, tasks, opts,
+                             manifest.name)
         timings["manifest"], clock = time.perf_counter() - clock, time.perf_counter()
 
         # ---- the new manifest's rows
@@ -572,6 +591,7 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         staged = {Path(p).name: Path(p) for p in new_shards}
         clean_masks = [(staged[name], index) for name, index in placements]
         counts = _summary_counts(findings_df)
+        result.by_source = _by_source(findings_df)
         write_report(report_staging, df, input_folder, clean_masks, findings, statuses, extra,
                      counts, leak_pairs, threshold=opts.threshold, pool=pool,
                      rendered={i: r.strip for i, r in enumerate(results) if r.strip})

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from segprep.errors import DecodeError, SegprepError
 from segprep.hashing import array_sha1, image_hashes, phash_hex
-from segprep.imageio import read_image, read_mask
+from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey
 from segprep.manifest import COLUMNS, write_manifest
 from segprep.readers import RawPair, Source, resolve_sources
 from segprep.readers.base import natural_key
@@ -49,13 +49,14 @@ from segprep.splits import assign_splits, read_splits_file
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = 2      # bump when a block's content changes meaning, so old blocks are not reused
+INGEST_VERSION = 3      # bump when a block's content changes meaning, so old blocks are not reused
 BLOCK = 64              # pairs per shard: the unit of parallel work and of resuming
 SHARD_PREFIX = "ingest"
 # lzf costs ~10 ms per megapixel-RGB on one core and saves only ~30% on photographs, several
 # times the JPEG decode itself; masks and ROIs are mostly flat and shrink ~30x for little.
 COMPRESSION = {"images": "none", "masks": "lzf", "roi": "lzf"}
-EXTRA_COLUMNS = ("stem", "phash", "image_sha1", "mask_sha1", "mask_values", "has_roi", "roi_path")
+EXTRA_COLUMNS = ("stem", "phash", "image_sha1", "mask_sha1", "mask_values", "has_roi", "roi_path",
+                 "phash256", "image_decoder", "mask_format", "extra_mask_paths", "decode_warnings")
 UNPAIRED_COLUMNS = ("source", "stem", "path", "reason")
 UNREADABLE_COLUMNS = ("source", "stem", "path", "reason")
 _SHARD_FILE = re.compile(rf"^{SHARD_PREFIX}-(\d{{5}})\.(h5|meta\.json)(\.tmp)?$")
@@ -80,6 +81,7 @@ class IngestResult:
     splits: dict = field(default_factory=dict)   # group and fraction statistics (splits.py)
     blocks: int = 0
     blocks_reused: int = 0
+    notes: list[str] = field(default_factory=list)   # what the user must know about the data
 
     @property
     def unpaired_path(self) -> Path:
@@ -144,6 +146,7 @@ class IngestResult:
                 lines.append(f"fractions {name}: train {r['fractions']['train']:.3f}, " + ", ".join(parts))
             for note in sp.get("notes", []):
                 lines.append(f"note: {note}")
+        lines.extend(self.notes)
         lines.append(f"{self.n_samples} samples ({self.excluded} excluded), {self.unpaired} unpaired, "
                      f"{self.unreadable} unreadable file(s) in {self.seconds:.1f} s "
                      f"({self.blocks_reused}/{self.blocks} blocks reused)")
@@ -166,6 +169,8 @@ class Task:
     mask_path: str
     roi_path: str
     fg_threshold: int
+    extra_mask_paths: tuple[str, ...] = ()   # further masks of the image, merged into one
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -187,16 +192,19 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
     """Decode one pair and compute everything the manifest needs about it.
 
     Returns ``(arrays, record, unreadable)``; ``arrays`` is None when a file could not be
-    decoded, and each such file is one entry of ``unreadable``.
+    decoded, and each such file is one entry of ``unreadable``. Several mask files of one
+    image are merged into one mask (their pixel-wise maximum: the union of 0/255 masks).
     """
-    arrays, errors = {}, []
-    for name, path, reader in (("image", task.image_path, read_image),
-                               ("mask", task.mask_path, read_mask),
-                               ("roi", task.roi_path, read_mask)):
+    decoded: dict[str, list[Decoded]] = {"image": [], "mask": [], "roi": []}
+    errors = []
+    files = ([("image", task.image_path, decode_image), ("mask", task.mask_path, decode_mask)]
+             + [("mask", path, decode_mask) for path in task.extra_mask_paths]
+             + [("roi", task.roi_path, decode_mask)])
+    for name, path, decoder in files:
         if not path:
             continue
         try:
-            arrays[name] = reader(Path(path))
+            decoded[name].append(decoder(Path(path), task.max_pixels))
         except DecodeError as exc:
             errors.append({"source": task.source, "stem": task.stem, "path": path,
                            "reason": _reason(exc, path)})
@@ -206,11 +214,18 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
                            "reason": f"cannot decode ({type(exc).__name__}: {exc})"})
     if errors:
         return None, {}, errors
-    image, mask, roi = arrays["image"], arrays["mask"], arrays.get("roi")
+    image_file, mask_files = decoded["image"][0], decoded["mask"]
+    image = image_file.array
+    roi = decoded["roi"][0].array if decoded["roi"] else None
     height, width = image.shape[:2]
+    masks = [m.array for m in mask_files]
     issues = []
-    if mask.shape != (height, width) or (roi is not None and roi.shape != (height, width)):
+    if (any(m.shape != (height, width) for m in masks)
+            or (roi is not None and roi.shape != (height, width))):
         issues.append("size_mismatch")
+    mask = masks[0]
+    if len(masks) > 1 and all(m.shape == mask.shape for m in masks):
+        mask = np.maximum.reduce(masks)
     # One histogram gives both the distinct values and the foreground count (np.bincount
     # would first widen every pixel to 64 bits).
     histogram = cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel()
@@ -221,6 +236,9 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
     else:
         fg = float(histogram[task.fg_threshold + 1:].sum(dtype=np.float64)) / mask.size
     hash64, hash256 = image_hashes(image)
+    warnings = [f"{Path(path).name}: {message}" for f, path in
+                zip([image_file, *mask_files], [task.image_path, task.mask_path, *task.extra_mask_paths])
+                for message in f.warnings]
     record = {
         "sample_id": task.sample_id, "source": task.source, "stem": task.stem,
         "height": int(height), "width": int(width),
@@ -232,8 +250,14 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
         "mask_values": int(np.count_nonzero(histogram)),
         "has_roi": int(roi is not None),
         "image_path": task.image_path, "mask_path": task.mask_path, "roi_path": task.roi_path,
+        "extra_mask_paths": list(task.extra_mask_paths),
+        "image_decoder": image_file.decoder, "mask_format": mask_files[0].container,
+        "decode_warnings": " | ".join(warnings),
+        # what ingest's summary needs: colour the file declares against colour decoded
+        "declared_colour": int((image_file.declared_channels or 0) >= 3),
+        "grey": int(is_grey(image)),
     }
-    return arrays, record, []
+    return {"image": image, "mask": mask, "roi": roi}, record, []
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -321,7 +345,7 @@ class _Plan:
     unpaired: list[dict]
 
 
-def _plan(sources: list[Source]) -> _Plan:
+def _plan(sources: list[Source], max_pixels: int = MAX_PIXELS) -> _Plan:
     tasks, stats, unpaired = [], [], []
     official, layout_group = {}, {}
     near_bits = {source.name: source.near_duplicate_bits for source in sources}
@@ -345,8 +369,9 @@ def _plan(sources: list[Source]) -> _Plan:
             sample_id = f"{source.name}/{pair.stem}"
             tasks.append(Task(sample_id, source.name, pair.stem, str(pair.image_path),
                               str(pair.mask_path), str(pair.roi_path) if pair.roi_path else "",
-                              fg_threshold))
-            stats.append([_stat(pair.image_path), _stat(pair.mask_path), _stat(pair.roi_path)])
+                              fg_threshold, tuple(str(p) for p in pair.extra_masks), max_pixels))
+            stats.append([_stat(pair.image_path), _stat(pair.mask_path), _stat(pair.roi_path)]
+                         + [_stat(p) for p in pair.extra_masks])
             official[sample_id] = pair.split
             layout_group[sample_id] = pair.group
         log.info("%s: %d pairs, %d unpaired file(s)", source.name, len(seen),
@@ -455,7 +480,8 @@ def _write_report(rows: list[dict], columns: tuple[str, ...], path: Path) -> Non
 
 def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float = 0.1,
            test: float = 0.1, split_seed: int = 0, splits_file: Path | None = None,
-           workers: int | None = None, force: bool = False) -> IngestResult:
+           workers: int | None = None, force: bool = False,
+           max_pixels: int = MAX_PIXELS) -> IngestResult:
     """Ingest raw dataset folders into ``WORK`` (see the module docstring).
 
     Raises :class:`SegprepError` for unusable arguments (unknown layout, empty or unknown
@@ -476,7 +502,9 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
     # depend on the folder the command ran from.
     resolved = resolve_sources([Path(s).absolute() for s in sources], layout)
     splits_table = read_splits_file(splits_file) if splits_file is not None else None
-    plan = _plan(resolved)
+    if max_pixels < 1:
+        raise SegprepError(f"--max-pixels must be at least 1, got {max_pixels}")
+    plan = _plan(resolved, max_pixels)
 
     shard_dir, manifest_dir = work / "shards", work / "manifests"
     report_dir = work / "reports" / "ingest"
@@ -557,6 +585,11 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
         "image_sha1": table["image_sha1"], "mask_sha1": table["mask_sha1"],
         "mask_values": table["mask_values"], "has_roi": table["has_roi"],
         "roi_path": [_relative(p, manifest_dir) for p in table["roi_path"]],
+        "phash256": table["phash256"], "image_decoder": table["image_decoder"],
+        "mask_format": table["mask_format"],
+        "extra_mask_paths": [";".join(_relative(p, manifest_dir) for p in paths)
+                             for paths in table["extra_mask_paths"]],
+        "decode_warnings": table["decode_warnings"],
     })
     assert tuple(manifest.columns) == COLUMNS + EXTRA_COLUMNS
     write_manifest(manifest, manifest_path)
@@ -572,6 +605,7 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
             "unreadable": sum(1 for u in unreadable if u["source"] == source.name),
         }
     result = IngestResult(
+        notes=_data_notes(table),
         manifest_path=manifest_path, work=work, n_samples=len(manifest),
         sources=[{"name": s.name, "layout": s.layout, "root": str(s.root)} for s in resolved],
         counts=counts, unpaired=len(plan.unpaired), unreadable=len(unreadable),
@@ -587,6 +621,36 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
     })
     log.info("ingest: %d samples -> %s in %.1f s", len(manifest), manifest_path, result.seconds)
     return result
+
+
+def _data_notes(table: pd.DataFrame) -> list[str]:
+    """Per source: images whose colour the decoders could not find, merged masks, decoders'
+    warnings, and which decoders produced the pixels when it was not OpenCV alone."""
+    notes = []
+    for source, rows in table.groupby("source", sort=False):
+        n = len(rows)
+        declared = int(rows["declared_colour"].sum())
+        grey = rows["grey"].astype(bool)
+        if declared and grey.all():
+            notes.append(f"WARNING {source}: all {n} images decoded grey although {declared} "
+                         f"declare colour channels; a decoder may have lost their colour "
+                         f"(image_decoder in the manifest says which one read them)")
+        decoders = rows["image_decoder"].value_counts()
+        if list(decoders.index) != ["opencv"]:
+            notes.append(f"{source}: image decoders " + ", ".join(f"{name} {count}" for name, count
+                                                                  in decoders.items())
+                         + " (tifffile where OpenCV dropped channels a TIFF declares)")
+        merged = rows["extra_mask_paths"].map(len)
+        if merged.any():
+            notes.append(f"{source}: {int((merged > 0).sum())} image(s) had several mask files "
+                         f"({int(merged.sum())} extra), merged into one mask each (union); "
+                         f"clean reports them as merged_masks")
+        warned = rows["decode_warnings"] != ""
+        if warned.any():
+            first = rows.loc[warned, "decode_warnings"].iloc[0]
+            notes.append(f"{source}: {int(warned.sum())} file(s) decoded with warnings (e.g. "
+                         f"{first}); clean reports them as decoder_warning")
+    return notes
 
 
 def _previous_result(record_path: Path, manifest_path: Path, fingerprint: str) -> IngestResult | None:

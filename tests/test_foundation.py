@@ -329,3 +329,62 @@ def test_gzip_levels_round_trip_and_bad_names_list_choices(tmp_path: Path) -> No
     for bad in ("gzip-0", "gzip-10", "gzip1", "zstd"):
         with pytest.raises(ShardError, match="lzf"):
             ShardWriter(tmp_path / f"{bad}.h5", "augment", compression=bad)
+
+
+# ----------------------------------------------------------------------------- decoders that disagree
+
+def test_rgb_tiff_tagged_min_is_black_keeps_its_colour(tmp_path: Path) -> None:
+    import tifffile
+
+    rgb = _rgb(20, 30)
+    path = tmp_path / "frame.tif"
+    # Photometric 1 ("min-is-black") with 3 samples per pixel, contiguous, 8 bits, uncompressed:
+    # OpenCV decodes only the first channel of such a file.
+    tifffile.imwrite(path, rgb, photometric="minisblack", planarconfig="contig")
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).ndim == 2
+    decoded = imageio.decode_image(path)
+    assert decoded.decoder == "tifffile" and decoded.declared_channels == 3
+    np.testing.assert_array_equal(decoded.array, rgb)
+    assert not imageio.is_grey(decoded.array)
+    # separate planes too
+    tifffile.imwrite(tmp_path / "planes.tif", np.moveaxis(rgb, -1, 0), photometric="minisblack",
+                     planarconfig="separate")
+    np.testing.assert_array_equal(imageio.read_image(tmp_path / "planes.tif"), rgb)
+    # an ordinary RGB TIFF stays with OpenCV
+    cv2.imwrite(str(tmp_path / "plain.tif"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert imageio.decode_image(tmp_path / "plain.tif").decoder == "opencv"
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.zeros((300, 400), np.uint8))
+    assert imageio.read_mask(path, max_pixels=120_000).shape == (300, 400)
+    with pytest.raises(DecodeError, match=r"declares 400x300 = 120,000 pixels.*--max-pixels"):
+        imageio.read_mask(path, max_pixels=100_000)
+    for suffix in (".jpg", ".bmp", ".tif", ".gif"):
+        other = tmp_path / f"big{suffix}"
+        if suffix == ".gif":
+            Image.fromarray(np.zeros((300, 400), np.uint8)).save(other)
+        else:
+            cv2.imwrite(str(other), np.zeros((300, 400, 3), np.uint8))
+        with pytest.raises(DecodeError, match="declares 400x300"):
+            imageio.read_image(other, max_pixels=100_000)
+
+
+def test_damaged_jpeg_data_is_unreadable_not_grey_rows(tmp_path: Path) -> None:
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), _rgb(128, 128))
+    data = good.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2] + b"\xff\xd9")  # end-of-image marker appended
+    with pytest.raises(DecodeError, match="damaged JPEG data.*premature end") as info:
+        imageio.read_image(cut)
+    assert "cut.jpg" in str(info.value)
+    # stray bytes between two header segments: libjpeg warns, no pixel is lost; the warning
+    # travels along instead of going to the terminal
+    extra = tmp_path / "extra.jpg"
+    end_of_app0 = 4 + int.from_bytes(data[4:6], "big")
+    extra.write_bytes(data[:end_of_app0] + b"\x12\x34\x56" + data[end_of_app0:])
+    decoded = imageio.decode_image(extra)
+    np.testing.assert_array_equal(decoded.array, imageio.read_image(good))
+    assert decoded.warnings and "extraneous" in decoded.warnings[0]

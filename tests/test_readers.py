@@ -236,3 +236,31 @@ def test_unusable_folders_are_clear_errors(tmp_path: Path) -> None:
     _png(file)
     with pytest.raises(SegprepError, match="not a folder"):
         resolve_sources([file])
+
+
+def test_one_mask_file_per_lesion_is_paired_with_its_image(tmp_path: Path) -> None:
+    # BUSI ships every class as one flat folder: name.png, name_mask.png, name_mask_1.png ...
+    flat = tmp_path / "benign"
+    flat.mkdir()
+    for stem in ("benign (1)", "benign (2)", "benign (3)"):
+        _png(flat / f"{stem}.png")
+        _mask(flat / f"{stem}_mask.png")
+    _mask(flat / "benign (1)_mask_1.png")
+    _mask(flat / "benign (1)_mask_2.png")
+    _mask(flat / "benign (3)_mask_1.png")
+    (flat / "benign (3)_mask.png").unlink()          # only numbered masks: the first is the mask
+    pairs = {p.stem: p for p in get_layout("folder").pairs(flat)}
+    assert set(pairs) == {"benign (1)", "benign (2)", "benign (3)"}   # nothing unpaired
+    assert [m.name for m in pairs["benign (1)"].extra_masks] == ["benign (1)_mask_1.png",
+                                                                 "benign (1)_mask_2.png"]
+    assert pairs["benign (2)"].extra_masks == ()
+    assert pairs["benign (3)"].mask_path.name == "benign (3)_mask_1.png"
+    # images/ + masks/ with the same stems: name_1 is a second mask unless an image has that name
+    root = tmp_path / "sep"
+    for stem in ("a", "b", "b_1"):
+        _png(root / "images" / f"{stem}.png")
+        _mask(root / "masks" / f"{stem}.png")
+    _mask(root / "masks" / "a_1.png")
+    pairs = {p.stem: p for p in get_layout("folder").pairs(root)}
+    assert [m.name for m in pairs["a"].extra_masks] == ["a_1.png"]
+    assert pairs["b"].extra_masks == () and pairs["b_1"].mask_path.name == "b_1.png"

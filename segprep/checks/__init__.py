@@ -1,8 +1,8 @@
 """Clean checks: the registry of finding codes and the functions that produce them.
 
-Per-sample checks (:mod:`.mask`, :mod:`.alignment`) look at one sample; manifest-level
-checks (:mod:`.duplicates`, and the per-source z-scores in :mod:`segprep.clean`) look at
-all of them. Every check returns :class:`~segprep.checks.findings.Finding` objects; the
+Per-sample checks (:mod:`.mask`, :mod:`.ingested`) and measurements (:mod:`.alignment`)
+look at one sample; the source checks (:mod:`.source`) judge each sample against its source,
+and the duplicate checks (:mod:`.duplicates`) look at pairs over the whole manifest. Every check returns :class:`~segprep.checks.findings.Finding` objects; the
 repairs are separate pure functions in :mod:`.repairs`.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from segprep.checks import duplicates, mask
+from segprep.checks import duplicates, mask, source
 from segprep.checks.findings import ACTIONS, FINDING_COLUMNS, SEVERITIES, Finding
 from segprep.checks.options import CleanOptions
 
@@ -19,7 +19,7 @@ from segprep.checks.options import CleanOptions
 @dataclass(frozen=True)
 class Code:
     name: str
-    family: str        # mask, alignment, dataset, duplicates, ingest
+    family: str        # mask, source, duplicates, ingest
     severity: str
     action: str        # what clean does by default
     value: str         # what the finding's value measures
@@ -27,10 +27,11 @@ class Code:
 
 
 CODES: dict[str, Code] = {c.name: c for c in (
-    Code("nonbinary", "mask", "warning", "repaired", "share of grey pixels",
-         "grey values far from both extremes beyond what JPEG adds; binarized"),
-    Code("inverted", "mask", "error", "excluded", "foreground share of the frame",
-         "foreground covers most of the frame and its border; excluded (--repair-inverted: inverted)"),
+    Code("nonbinary", "mask", "info", "repaired", "share of grey pixels",
+         "values other than the mask's two levels beyond its format's compression noise; binarized"),
+    Code("inverted", "source", "warning", "flagged", "colour evidence / the source's typical",
+         "inside looks like the source's background and outside like its foreground; flagged "
+         "(--repair-inverted: inverted; --strict: excluded)"),
     Code("speckle", "mask", "warning", "repaired", "number of specks",
          "foreground components under --min-area (8-connected); removed"),
     Code("holes", "mask", "warning", "repaired", "number of holes",
@@ -39,10 +40,10 @@ CODES: dict[str, Code] = {c.name: c for c in (
          "no foreground after repair; excluded (--allow-empty: kept)"),
     Code("outside_roi", "mask", "info", "noted", "foreground pixels outside the ROI",
          "foreground outside the field of view; reported, kept"),
-    Code("misaligned", "alignment", "warning", "flagged", "robust z of the edge-alignment score",
-         "mask outline does not follow image edges, compared with its source; flagged "
-         "(--strict: excluded)"),
-    Code("area_outlier", "dataset", "warning", "flagged", "robust z of logit(fg fraction)",
+    Code("misaligned", "source", "warning", "flagged", "robust z-score sum of the placement ratios",
+         "the outline would fit the image far better moved elsewhere, by its source's standard; "
+         "flagged (--strict: excluded)"),
+    Code("area_outlier", "source", "warning", "flagged", "robust z of logit(fg fraction)",
          "foreground fraction far outside its source's distribution; flagged"),
     Code("duplicate", "duplicates", "error", "excluded", "1",
          "identical image pixels under another name; one kept, the others excluded"),
@@ -53,6 +54,10 @@ CODES: dict[str, Code] = {c.name: c for c in (
          "(--strict: excluded)"),
     Code("leakage", "duplicates", "error", "flagged", "perceptual-hash distance",
          "near-identical images in different splits; error in the summary"),
+    Code("merged_masks", "ingest", "info", "noted", "number of mask files",
+         "the image came with several mask files (one per lesion); merged into one (union)"),
+    Code("decoder_warning", "ingest", "warning", "flagged", "number of warnings",
+         "a decoder warned about the image or mask file; flagged"),
     Code("size_mismatch", "ingest", "error", "excluded", "0",
          "mask size differs from the image; excluded"),
     Code("unreadable", "ingest", "error", "excluded", "0",
@@ -68,13 +73,15 @@ CODES: dict[str, Code] = {c.name: c for c in (
 # Per-sample mask checks, in the order check_mask runs them.
 SAMPLE_CHECKS: dict[str, Callable] = {
     "nonbinary": mask.check_nonbinary,
-    "inverted": mask.check_inverted,
     "speckle": mask.check_speckle,
     "holes": mask.check_holes,
     "empty": mask.check_empty,
     "outside_roi": mask.check_outside_roi,
 }
 MANIFEST_CHECKS: dict[str, Callable] = {
+    "inverted": source.find_inverted,
+    "misaligned": source.find_misaligned,
+    "area_outlier": source.find_area_outliers,
     "duplicate": duplicates.find_duplicates,
     "near_duplicate_conflict": duplicates.find_near_duplicate_conflicts,
     "leakage": duplicates.find_leakage,

@@ -9,7 +9,8 @@ images look alike at 32x32, which holds for many unrelated endoscopy frames with
 black corners and text, and for every pair of fundus photographs; so each candidate pair is
 verified: the images' fine detail (high-pass, inside the field of view, minus what every
 image of the source shares, such as burned-in text) is registered by phase correlation and
-must correlate (--near-min-corr). Their masks are then compared after the same shift, with
+must correlate (--near-min-corr); a few scales are tried, since a copy may be cropped by a few
+percent. Their masks are then compared after the same move, with
 Dice that tolerates one thumbnail pixel, so that thin vessels a pixel apart still agree.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from segprep.checks.findings import Finding
 from segprep.checks.options import CleanOptions
 from segprep.hashing import hamming, near_pairs
+from segprep.splits import CONFIRM_BITS, NEAR_DUPLICATE_BITS
 
 THUMB = 128  # side of the square image and mask thumbnails that pairs are compared on
 TINY = 16    # side of the thumbnails that propose nearest-neighbour candidates
@@ -103,34 +105,56 @@ def nearest_pairs(x: np.ndarray, k: int = NEAREST, block: int = 1024) -> set[tup
     return out
 
 
-def register(a: np.ndarray, b: np.ndarray) -> tuple[tuple[float, float], float]:
-    """Shift (dx, dy) that moves ``b`` onto ``a`` and the correlation of the overlapping
-    fine detail after the move (-1..1; 0 when the shift is beyond MAX_SHIFT or nothing
-    overlaps)."""
+# Scales tried when registering: a copy cropped by a few percent per side (another dataset's
+# release of the same frame, a re-export) is the same scene a few percent larger.
+SCALES = (1.0, 0.965, 1.035, 0.93, 1.07)
+Move = tuple[float, float, float]   # (dx, dy, scale): b scaled about the centre, then moved by -(dx, dy)
+NO_MOVE: Move = (0.0, 0.0, 1.0)
+
+
+def _affine(move: Move, side: int = THUMB) -> np.ndarray:
+    dx, dy, scale = move
+    centre = (side - 1) / 2.0
+    offset = (1.0 - scale) * centre
+    return np.float32([[scale, 0, offset - dx], [0, scale, offset - dy]])
+
+
+def register(a: np.ndarray, b: np.ndarray) -> tuple[Move, float]:
+    """The move (shift and scale, see :data:`SCALES`) that brings ``b`` onto ``a``, and the
+    correlation of the overlapping fine detail after it (-1..1; 0 when every shift is beyond
+    MAX_SHIFT or nothing overlaps)."""
     a, b = a.astype(np.float32), b.astype(np.float32)
     window = cv2.createHanningWindow((THUMB, THUMB), cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-    if np.hypot(dx, dy) > MAX_SHIFT:
-        return (dx, dy), 0.0
-    move = np.float32([[1, 0, -dx], [0, 1, -dy]])
-    moved = cv2.warpAffine(b, move, (THUMB, THUMB))
-    overlap = cv2.warpAffine(np.ones((THUMB, THUMB), np.float32), move, (THUMB, THUMB)) > 0.99
-    overlap &= (a != 0) | (moved != 0)
-    if overlap.sum() < 64:
-        return (dx, dy), 0.0
-    x, y = a[overlap], moved[overlap]
-    x, y = x - x.mean(), y - y.mean()
-    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return (dx, dy), float((x * y).sum() / denominator) if denominator > 0 else 0.0
+    ones = np.ones((THUMB, THUMB), np.float32)
+    best: tuple[Move, float] = (NO_MOVE, 0.0)
+    for scale in SCALES:
+        scaled = b if scale == 1.0 else cv2.warpAffine(b, _affine((0.0, 0.0, scale)), (THUMB, THUMB))
+        (dx, dy), _ = cv2.phaseCorrelate(a, scaled, window)
+        if np.hypot(dx, dy) > MAX_SHIFT:
+            continue
+        move = (float(dx), float(dy), scale)
+        matrix = _affine(move)
+        moved = cv2.warpAffine(b, matrix, (THUMB, THUMB))
+        overlap = cv2.warpAffine(ones, matrix, (THUMB, THUMB)) > 0.99
+        overlap &= (a != 0) | (moved != 0)
+        if overlap.sum() < 64:
+            continue
+        x, y = a[overlap], moved[overlap]
+        x, y = x - x.mean(), y - y.mean()
+        denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        corr = float((x * y).sum() / denominator) if denominator > 0 else 0.0
+        if corr > best[1]:
+            best = (move, corr)
+    return best
 
 
-def dice(a: np.ndarray, b: np.ndarray, shift: tuple[float, float] = (0.0, 0.0),
-         tolerance: int = 1) -> float:
-    """Dice of two THUMB masks after moving ``b`` by -shift, counting a foreground pixel as
-    matched when the other mask has foreground within ``tolerance`` px. Two empty masks agree."""
-    if shift != (0.0, 0.0):
-        move = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
-        b = cv2.warpAffine(b, move, (b.shape[1], b.shape[0]), flags=cv2.INTER_NEAREST)
+def dice(a: np.ndarray, b: np.ndarray, move: Move = NO_MOVE, tolerance: int = 1) -> float:
+    """Dice of two THUMB masks after ``move`` brings ``b`` onto ``a`` (see :func:`register`),
+    counting a foreground pixel as matched when the other mask has foreground within
+    ``tolerance`` px. Two empty masks agree."""
+    if move != NO_MOVE:
+        b = cv2.warpAffine(b, _affine(move, b.shape[0]), (b.shape[1], b.shape[0]),
+                           flags=cv2.INTER_NEAREST)
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
     if total == 0:
         return 1.0
@@ -155,6 +179,8 @@ class Table:
     details: dict[int, np.ndarray]        # image_thumbnail minus its source's mean
     comparable: np.ndarray                # bool: the mask can be compared (read, right size, classes right)
     rank: list[tuple]                     # smaller is the better sample to keep among duplicates
+    groups: list[str] | None = None       # the manifest's leakage groups
+    phash256: list[int | None] | None = None  # 256-bit hashes (segprep.hashing.phash256)
 
 
 def duplicate_groups(image_sha1: list[str]) -> list[list[int]]:
@@ -189,6 +215,32 @@ def candidate_pairs(table: "Table", tiny: np.ndarray, max_distance: int
     return out
 
 
+def confirmed_pairs(table: Table, candidates: list[tuple[int, int, int]]
+                    ) -> dict[tuple[int, int], int]:
+    """Pairs that ingest grouped as near duplicates, by its own test: in one group, 64-bit
+    hashes within NEAR_DUPLICATE_BITS and 256-bit hashes within CONFIRM_BITS. Clean reports
+    every pair ingest kept together, across sources and classes too, even where the
+    registration below would not confirm it (an overlay drawn on one copy, say).
+    Returns (i, j) -> 64-bit hash distance."""
+    if table.groups is None or table.phash256 is None:
+        return {}
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(table.groups):
+        if group and table.has_phash[i] and table.phash256[i] is not None:
+            members.setdefault(group, []).append(i)
+    out = {}
+    for group in members.values():
+        for k, i in enumerate(group):
+            for j in group[k + 1:]:
+                if table.image_sha1[i] and table.image_sha1[i] == table.image_sha1[j]:
+                    continue  # identical pixels: the duplicate check's business
+                distance = hamming(int(table.phash[i]), int(table.phash[j]))
+                if (distance <= NEAR_DUPLICATE_BITS
+                        and hamming(table.phash256[i], table.phash256[j]) <= CONFIRM_BITS):
+                    out[(i, j)] = distance
+    return out
+
+
 def find_duplicates(table: Table, opts: CleanOptions) -> list[tuple[str, Finding]]:
     """Identical pixels under two or more names: keep the best-ranked one, exclude the rest.
     A copy whose mask disagrees with the kept one (Dice below --dice-min) makes a `conflict`
@@ -214,17 +266,22 @@ def find_duplicates(table: Table, opts: CleanOptions) -> list[tuple[str, Finding
     return out
 
 
-def verified_pairs(table: Table, candidates: list[tuple[int, int, int]], opts: CleanOptions
+def verified_pairs(table: Table, candidates: list[tuple[int, int, int]], opts: CleanOptions,
+                   confirmed: dict[tuple[int, int], int] | None = None
                    ) -> list[tuple[int, int, int, tuple[float, float], float]]:
-    """Candidates whose registered fine detail correlates at least --near-min-corr:
-    (i, j, hash distance, shift of j onto i, correlation)."""
+    """Candidates whose registered fine detail correlates at least --near-min-corr, and every
+    pair in ``confirmed`` (see :func:`confirmed_pairs`) whatever its correlation:
+    (i, j, hash distance, move of j onto i, correlation)."""
+    confirmed = dict(confirmed or {})
+    todo = {(i, j): d for i, j, d in candidates}
+    todo.update({pair: d for pair, d in confirmed.items() if pair not in todo})
     out = []
-    for i, j, distance in candidates:
+    for (i, j), distance in sorted(todo.items()):
         if i not in table.details or j not in table.details:
             continue
-        shift, corr = register(table.details[i], table.details[j])
-        if corr >= opts.near_min_corr:
-            out.append((i, j, distance, shift, corr))
+        move, corr = register(table.details[i], table.details[j])
+        if corr >= opts.near_min_corr or (i, j) in confirmed:
+            out.append((i, j, distance, move, corr))
     return out
 
 
@@ -251,10 +308,10 @@ def find_near_duplicate_conflicts(table: Table, pairs: list, usable: np.ndarray,
     action = "excluded" if opts.strict else "flagged"
     ok = usable & table.comparable
     agreement: dict[int, list[tuple[float, float, int, int]]] = {}
-    for i, j, distance, shift, corr in pairs:
+    for i, j, distance, move, corr in pairs:
         if not (ok[i] and ok[j]):
             continue
-        score = dice(table.masks[i], table.masks[j], shift)
+        score = dice(table.masks[i], table.masks[j], move)
         agreement.setdefault(i, []).append((score, corr, j, distance))
         agreement.setdefault(j, []).append((score, corr, i, distance))
     for i in sorted(agreement):

@@ -1,9 +1,10 @@
-"""Mask checks over one sample: nonbinary, inverted, speckle, holes, empty, outside_roi.
+"""Mask checks over one sample: nonbinary, speckle, holes, empty, outside_roi.
 
 Each ``check_*`` function measures one thing and returns a :class:`Finding` or None; the
 repairs live in :mod:`segprep.checks.repairs`. :func:`check_mask` runs them in the order
-that makes each one meaningful (binarize, then inverted, specks, holes, and empty last,
-after the repairs).
+that makes each one meaningful (binarize, then specks, holes, and empty last, after the
+repairs). Whether a mask is inverted is judged against its source (:mod:`.source`): a mask
+covering most of the frame is, alone, no evidence.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from segprep.checks.options import CleanOptions, area_pixels
 
 
 def grey_pixels(mask: np.ndarray, grey_band: float) -> int:
-    """Pixels far from both extremes of the mask's nominal scale."""
+    """Pixels far from both extremes of the mask's nominal scale: neither background nor
+    foreground, whatever the format (JPEG noise, and lossless re-saves of it, stay within a
+    few values of the extremes)."""
     scale = repairs.mask_scale(mask)
     if scale == 1:
         return 0  # a 0/1 label image has no grey values
@@ -25,36 +28,26 @@ def grey_pixels(mask: np.ndarray, grey_band: float) -> int:
     return int(cv2.countNonZero(cv2.inRange(mask, lo, hi)))  # lo..hi inclusive
 
 
-def check_nonbinary(mask: np.ndarray, opts: CleanOptions) -> Finding | None:
-    """Grey values beyond what JPEG adds to a 0/255 mask. Every mask is binarized anyway;
-    this finding says the binarization changed more than compression noise."""
+def check_nonbinary(mask: np.ndarray, opts: CleanOptions, mask_format: str = "") -> Finding | None:
+    """Grey values (anti-aliased edges, resampled or blurred masks, grey patches). Every mask
+    is binarized anyway; this finding says that doing so changed more than compression noise
+    (info: the repair is routine, but a user should see how many masks were not clean
+    two-level images, and by how much)."""
     grey = grey_pixels(mask, opts.grey_band)
     share = grey / mask.size
     if grey == 0 or share <= opts.nonbinary_share:
         return None
     threshold = repairs.threshold_value(mask, opts.threshold)
     lo, hi = round(opts.grey_band * 255), round((1 - opts.grey_band) * 255)
-    return Finding("nonbinary", "warning", round(share, 6),
-                   f"{grey} px ({share:.2%}) hold grey values {lo}..{hi}; binarized at "
+    stored = f" ({mask_format.upper()})" if mask_format else ""
+    return Finding("nonbinary", "info", round(share, 6),
+                   f"{grey} px ({share:.2%}) hold grey values {lo}..{hi}{stored}; binarized at "
                    f">{threshold:g}", action="repaired")
 
 
 def border_share(binary: np.ndarray) -> float:
     border = np.concatenate([binary[0], binary[-1], binary[1:-1, 0], binary[1:-1, -1]])
     return float(border.mean()) if border.size else 0.0
-
-
-def check_inverted(binary: np.ndarray, opts: CleanOptions) -> Finding | None:
-    """Foreground covering most of the frame and most of its border: the classes are swapped
-    (an object of interest does not fill the border all round)."""
-    fg = float(binary.mean())
-    border = border_share(binary)
-    if fg <= opts.inverted_fg or border <= opts.inverted_border:
-        return None
-    action = "repaired" if opts.repair_inverted and opts.repair else "excluded"
-    return Finding("inverted", "error", round(fg, 4),
-                   f"foreground covers {fg:.0%} of the frame and {border:.0%} of its border"
-                   f"{'; inverted' if action == 'repaired' else ''}", action=action)
 
 
 def is_thin(binary: np.ndarray, opts: CleanOptions) -> bool:
@@ -110,26 +103,20 @@ def check_outside_roi(binary: np.ndarray, roi: np.ndarray | None) -> Finding | N
                    f"{outside} foreground px outside the field of view (kept)", action="noted")
 
 
-def check_mask(mask: np.ndarray, roi: np.ndarray | None, opts: CleanOptions
-               ) -> tuple[np.ndarray, list[Finding]]:
+def check_mask(mask: np.ndarray, roi: np.ndarray | None, opts: CleanOptions, *,
+               mask_format: str = "", invert: bool = False) -> tuple[np.ndarray, list[Finding]]:
     """Binarize a raw mask, run the mask checks and apply the repairs the options allow.
 
     Returns the class-index mask to store and the findings. The 0/255 -> 0/1 conversion
-    of every mask is routine and no finding by itself.
+    of every mask is routine and no finding by itself. ``invert``: swap the classes right
+    after binarizing (a mask the source checks found inverted, with --repair-inverted).
     """
     findings: list[Finding] = []
-    nonbinary = check_nonbinary(mask, opts)
+    nonbinary = check_nonbinary(mask, opts, mask_format)
     if nonbinary:
         findings.append(nonbinary)
     binary = repairs.binarize(mask, opts.threshold)
-
-    inverted = check_inverted(binary, opts)
-    if inverted:
-        findings.append(inverted)
-        if inverted.action != "repaired":
-            # Swapped classes make every other mask measure meaningless (the object would be
-            # a "hole"); the sample is excluded as a whole.
-            return binary, findings
+    if invert:
         binary = repairs.invert(binary)
 
     speckle = check_speckle(binary, opts)

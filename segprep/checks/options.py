@@ -52,7 +52,9 @@ class CleanOptions:
     # and 255 (Kvasir-SEG: dark <= 8, bright >= 246) and never reaches that band.
     threshold: str | float = "mid"
     grey_band: float = 0.1
-    nonbinary_share: float = 0.001       # flag when grey pixels exceed this share of the mask
+    # nonbinary: report a mask when more than this share of its pixels are grey (default: any;
+    # JPEG noise is not grey by the band above, and lossless formats have none).
+    nonbinary_share: float = 0.0
     # speckle / holes: sizes in pixels ("50", "50px") or as a share of the image ("0.5%").
     # Specks are slips of a brush or compression blocks: their size does not grow with the
     # image (Kvasir-SEG: all under 10 px, at 0.3-2 Mpx), while a second real object does
@@ -68,14 +70,18 @@ class CleanOptions:
     # between vessels, so speck removal keeps the fragments and hole filling stays off.
     thin_compactness: float = 0.075
     allow_empty: bool = False
-    # inverted: foreground share of the frame and of the frame's border both above these
+    # inverted, where a source has too few samples to judge by colour: foreground share of the
+    # frame and of the frame's border both above these. A lesion filling the frame touches
+    # three sides (56% of the border in the tests); an inverted mask covers nearly all of it.
     inverted_fg: float = 0.5
-    inverted_border: float = 0.5
+    inverted_border: float = 0.9
     repair_inverted: bool = False
     repair: bool = True
     strict: bool = False
-    # dataset-level: robust z-scores (median / MAD) within each source
-    misaligned_z: float = 3.5
+    # dataset-level: robust z-scores (median / MAD) within each source. misaligned: the sum of
+    # two z-scores (colour contrast and edge strength of the mask's place against its best
+    # move); at 5, 0.6% of the real Kvasir-SEG masks (benchmarks/README.md, "clean on real data").
+    misaligned_z: float = 5.0
     area_z: float = 3.5
     # near-duplicates: perceptual-hash Hamming distance for a candidate pair (looser than
     # ingest's 6 bits: a copy shifted by 3 px and re-encoded can differ in 12 at 128 px), then the correlation of the registered images' fine detail that makes
@@ -97,6 +103,10 @@ class CleanOptions:
             raise SegprepError(f"--near-min-corr must be between -1 and 1, got {self.near_min_corr}")
         if not 0 <= self.dice_min <= 1:
             raise SegprepError(f"--dice-min must be between 0 and 1, got {self.dice_min}")
+        for name in ("inverted_fg", "inverted_border"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SegprepError(f"--{name.replace('_', '-')} must be a share between 0 and 1, "
+                                   f"got {getattr(self, name)}")
         if not 0 <= self.phash_distance <= 64:
             raise SegprepError(f"--phash-distance must be between 0 and 64, got {self.phash_distance}")
         return self

@@ -27,23 +27,32 @@ _D = CleanOptions()
               help="Binarization: mid (half of the mask's scale: 127.5 for 0/255, 0.5 for 0/1 "
                    "label images), otsu, or a grey value 0-255.")
 @click.option("--nonbinary-share", default=_D.nonbinary_share, show_default=True, type=float,
-              help="nonbinary: flag when more than this share of the mask's pixels are grey "
-                   f"(between {_D.grey_band:.0%} and {1 - _D.grey_band:.0%} of the scale; JPEG noise never is).")
+              help="nonbinary: report a mask when more than this share of its pixels are grey "
+                   f"(between {_D.grey_band:.0%} and {1 - _D.grey_band:.0%} of the scale; JPEG noise "
+                   "never is); 0 reports any grey pixel.")
 @click.option("--thin-compactness", default=_D.thin_compactness, show_default=True, type=float,
               help="Masks whose largest component's 4*pi*area/perimeter^2 is below this are thin "
                    "structures (vessels): fragments kept, holes not filled.")
 @click.option("--allow-empty", is_flag=True,
-              help="Keep masks with no foreground (negative frames) instead of excluding them.")
+              help="Keep masks with no foreground (negative frames) instead of excluding them "
+                   "(a source where 5% or more of the masks are empty keeps them anyway).")
 @click.option("--repair-inverted", is_flag=True,
-              help="Invert masks whose foreground covers most of the frame and its border, "
-                   "instead of excluding them.")
+              help="Invert the masks found inverted (their colours say the inside is background) "
+                   "instead of flagging them.")
+@click.option("--inverted-fg", default=_D.inverted_fg, show_default=True, type=float,
+              help="inverted: a mask over more than this share of the frame ...")
+@click.option("--inverted-border", default=_D.inverted_border, show_default=True, type=float,
+              help="... and this share of its border needs only some contrary colour evidence "
+                   "(and, in sources under 8 samples, none).")
 @click.option("--no-repair", is_flag=True,
               help="Report speckle/holes/nonbinary without repairing (masks are still binarized).")
 @click.option("--strict", is_flag=True,
-              help="Also exclude misaligned, conflict and near_duplicate_conflict samples.")
+              help="Also exclude what heuristics flag: inverted, misaligned, conflict and "
+                   "near_duplicate_conflict samples (by default they are flagged, never excluded).")
 @click.option("--misaligned-z", default=_D.misaligned_z, show_default=True, type=float,
-              help="misaligned: flag when the edge-alignment score's robust z-score within its "
-                   "source is below minus this.")
+              help="misaligned: flag when the mask's placement scores (colour contrast and edge "
+                   "strength at its place against the same outline moved) sum to a robust "
+                   "z-score below minus this, within its source.")
 @click.option("--area-z", default=_D.area_z, show_default=True, type=float,
               help="area_outlier: flag when |robust z| of logit(foreground fraction) within its "
                    "source exceeds this.")
@@ -59,16 +68,21 @@ _D = CleanOptions()
               help="Redo a finished run (the same input and options again are a no-op; other "
                    "options are an error without --force).")
 def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, threshold: str,
-          nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool, no_repair: bool,
+          nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool,
+          inverted_fg: float, inverted_border: float, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
           near_min_corr: float, dice_min: float, workers: int | None, force: bool) -> None:
     """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
-    repaired, exclude the rest, and write WORK/manifests/clean.csv, class-index masks
-    (0/1) in WORK/shards/clean-*.h5, WORK/reports/clean/findings.csv and an HTML report
-    (WORK/reports/clean/index.html) showing every flagged sample.
+    repaired with certainty, exclude what is certainly unusable, flag the rest, and write
+    WORK/manifests/clean.csv, class-index masks (0/1) in WORK/shards/clean-*.h5,
+    WORK/reports/clean/findings.csv and an HTML report (WORK/reports/clean/index.html)
+    showing every flagged sample.
 
-    Excluded samples stay in clean.csv (status=excluded, with their codes); later stages
-    skip them. Codes and options: docs/CLEAN.md.
+    Only unreadable, missing, size-mismatched, exactly duplicated and (where the source has
+    no empty images) empty samples are excluded; what a heuristic decides (inverted,
+    misaligned, conflicting near duplicates) is flagged unless --strict. Excluded samples
+    stay in clean.csv (status=excluded, with their codes); later stages skip them. Codes and
+    options: docs/CLEAN.md.
 
     \b
     Example:
@@ -80,7 +94,8 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
         threshold=parse_threshold(threshold), nonbinary_share=nonbinary_share,
         min_area=min_area, max_hole=max_hole, thin_compactness=thin_compactness,
         allow_empty=allow_empty,
-        repair_inverted=repair_inverted, repair=not no_repair, strict=strict,
+        repair_inverted=repair_inverted, inverted_fg=inverted_fg, inverted_border=inverted_border,
+        repair=not no_repair, strict=strict,
         misaligned_z=misaligned_z, area_z=area_z, phash_distance=phash_distance,
         near_min_corr=near_min_corr, dice_min=dice_min)
     result = run_clean(manifest, work, options, workers=workers, force=force)

@@ -25,10 +25,14 @@ import click
               help="CSV split list (source,stem,split[,group]), e.g. manifests/kvasir-seg_medico2020.csv.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: all cores]; the output is the same for any number.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000, show_default=True,
+              help="Largest image or mask decoded (width x height, read from the file's header "
+                   "first); a larger file is reported unreadable instead of filling memory.")
 @click.option("--force", is_flag=True,
               help="Redo everything, even when nothing changed (an unchanged rerun is a no-op).")
 def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: float,
-           split_seed: int, splits_file: Path | None, workers: int | None, force: bool) -> None:
+           split_seed: int, splits_file: Path | None, workers: int | None, max_pixels: int,
+           force: bool) -> None:
     """Read raw dataset folders into HDF5 shards and WORK/manifests/ingest.csv.
 
     Each SRC is a dataset as downloaded (or a folder holding one); its layout is detected
@@ -43,5 +47,6 @@ def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: fl
     from segprep.ingest import ingest as run_ingest
 
     result = run_ingest(list(srcs), work, layout=layout, val=val, test=test, split_seed=split_seed,
-                        splits_file=splits_file, workers=workers, force=force)
+                        splits_file=splits_file, workers=workers, force=force,
+                        max_pixels=max_pixels)
     click.echo(result.summary())

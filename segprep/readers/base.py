@@ -46,6 +46,9 @@ class RawPair:
     group: str = ""
     split: str = ""
     note: str = ""  # why it is unpaired, when the generic reason is not enough
+    # Further mask files of the same image (one file per lesion, as BUSI ships them:
+    # name_mask.png, name_mask_1.png, ...); ingest merges them into one mask.
+    extra_masks: tuple[Path, ...] = ()
 
 
 def natural_key(text: str) -> tuple:
@@ -103,27 +106,60 @@ def unique_by_stem(files: Iterable[Path], key: Callable[[Path], str] = lambda p:
     return chosen, duplicates
 
 
+# A numbered mask of one image: "<key>_1", "<key>-2", "<key> (3)" beside "<key>".
+_NUMBERED = re.compile(r"^(.*?)(?:[_\- ]\(?(\d+)\)?)$")
+
+
+def _numbered_masks(by_stem: dict[str, Path], mask_by_key: dict[str, Path], used: set[str],
+                    mask_keys: Callable[[str], Iterable[str]]) -> dict[str, list[str]]:
+    """Image stem -> keys of its numbered masks (``name_mask_1``, ``name_mask_2``, ``name_1``),
+    lowest number first, among the masks no image claimed by name. A numbered key that is the
+    stem of an image is that image's, not a second mask."""
+    owner: dict[str, str] = {}
+    for stem in by_stem:
+        for key in mask_keys(stem):
+            owner.setdefault(key.lower(), stem)
+    image_stems = {stem.lower() for stem in by_stem}
+    found: dict[str, list[tuple[int, str]]] = {}
+    for key in mask_by_key:
+        if key in used or key in image_stems:
+            continue
+        match = _NUMBERED.match(key)
+        if match and match.group(1) in owner:
+            found.setdefault(owner[match.group(1)], []).append((int(match.group(2)), key))
+    return {stem: [key for _, key in sorted(keys)] for stem, keys in found.items()}
+
+
 def match_pairs(images: list[Path], masks: list[Path], *,
                 mask_keys: Callable[[str], Iterable[str]] = lambda stem: (stem,),
                 image_stem: Callable[[Path], str] = lambda p: p.stem,
                 group: Callable[[str], str] = lambda stem: "",
-                split: str = "") -> list[RawPair]:
+                split: str = "", several_masks: bool = True) -> list[RawPair]:
     """Pair images with masks: for each image stem, the first of ``mask_keys(stem)`` that names
-    a mask file (compared case-insensitively) is its mask. Left-over masks and images without a
-    mask come back as unpaired RawPairs; so do files whose stem repeats."""
+    a mask file (compared case-insensitively) is its mask. With ``several_masks``, numbered
+    masks beside it (``<key>_1``, ``<key>_2``: one file per lesion) are the same image's further
+    masks (``RawPair.extra_masks``); the lowest-numbered one is the mask when the plain one is
+    missing. Left-over masks and images without a mask come back as unpaired RawPairs; so do
+    files whose stem repeats."""
     by_stem, dup_images = unique_by_stem(images, image_stem)
     mask_by_key, dup_masks = unique_by_stem(masks, lambda p: p.stem.lower())
     used: set[str] = set()
-    out: list[RawPair] = []
-    for stem, image in by_stem.items():
-        mask = None
+    chosen: dict[str, str] = {}
+    for stem in by_stem:
         for key in mask_keys(stem):
             key = key.lower()
             if key in mask_by_key and key not in used:
-                mask = mask_by_key[key]
+                chosen[stem] = key
                 used.add(key)
                 break
-        out.append(RawPair(stem, image, mask, group=group(stem), split=split))
+    numbered = _numbered_masks(by_stem, mask_by_key, used, mask_keys) if several_masks else {}
+    out: list[RawPair] = []
+    for stem, image in by_stem.items():
+        keys = ([chosen[stem]] if stem in chosen else []) + numbered.get(stem, [])
+        used.update(keys)
+        files = [mask_by_key[key] for key in keys]
+        out.append(RawPair(stem, image, files[0] if files else None, group=group(stem), split=split,
+                           extra_masks=tuple(files[1:])))
     for key, mask in mask_by_key.items():
         if key not in used:
             out.append(RawPair(mask.stem, None, mask, split=split))

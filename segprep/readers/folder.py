@@ -7,6 +7,7 @@ The source is named after the folder.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from segprep.readers.base import (MASK_SUFFIXES, RawPair, child_dir, has_images, image_files,
@@ -15,13 +16,16 @@ from segprep.readers.base import (MASK_SUFFIXES, RawPair, child_dir, has_images,
 NAME = "folder"
 DESCRIBE = ("images/ + masks/ (also image(s)/img/original/input + mask(s)/labels/gt/groundtruth/"
             "annotations), or one flat folder with <stem> + <stem>_mask (or _masks, "
-            "_segmentation, _lesion, _gt, _label, _seg, -mask) files; source = folder name")
+            "_segmentation, _lesion, _gt, _label, _seg, -mask) files; numbered masks "
+            "(<stem>_mask_1, ...) are merged; source = folder name")
 PRIORITY = 100
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "original", "originals", "input", "inputs")
 MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground truth", "ground_truth",
              "annotations", "segmentations", "targets")
-_LOWER_SUFFIXES = tuple(sorted({s.lower() for s in MASK_SUFFIXES}, key=len, reverse=True))
+# A mask suffix, optionally numbered (one file per lesion): name_mask, name_mask_1, name_mask (2).
+_MASK_NAME = re.compile("(?:" + "|".join(re.escape(s.lower()) for s in MASK_SUFFIXES)
+                        + r")(?:[_\- ]\(?\d+\)?)?$")
 
 
 def _folders(path: Path) -> tuple[Path | None, Path | None]:
@@ -32,7 +36,7 @@ def _folders(path: Path) -> tuple[Path | None, Path | None]:
 
 
 def _is_mask_name(stem: str) -> bool:
-    return stem.lower().endswith(_LOWER_SUFFIXES)
+    return _MASK_NAME.search(stem.lower()) is not None
 
 
 def _flat(path: Path) -> tuple[list[Path], list[Path]]:

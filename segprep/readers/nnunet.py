@@ -53,7 +53,8 @@ def _split(path: Path, images: str, labels: str, split: str) -> list[RawPair]:
         match = _CHANNEL.match(p.stem)
         return match["case"] if match else p.stem
 
-    found = match_pairs(first, image_files(label_dir) if label_dir else [], image_stem=case, split=split)
+    found = match_pairs(first, image_files(label_dir) if label_dir else [], image_stem=case, split=split,
+                        several_masks=False)  # a label image is one file
     return [RawPair(p.stem, p.image_path, p.mask_path, split=p.split, note=p.note or note)
             if p.mask_path is None else p for p in found]
 
