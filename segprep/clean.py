@@ -27,9 +27,7 @@ near-duplicate conflicts and leakage. Codes and options: docs/CLEAN.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import multiprocessing
 import os
 import re
 import shutil
@@ -59,7 +57,10 @@ from segprep.errors import SegprepError
 from segprep.hashing import array_sha1, image_hashes
 from segprep.manifest import read_manifest, work_root, write_manifest
 from segprep.report import render_panels, write_report, write_strip
-from segprep.shards import ShardSequence, close_shards, read_image, read_mask, read_roi
+from segprep.executor import Pool, available_cpus
+from segprep.shards import (ShardSequence, close_shards, read_image, read_mask, read_roi,
+                            shard_length, shard_problem)
+from segprep.work import WorkLock, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class CleanResult:
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)  # seconds per phase: samples, manifest, report, publish
     skipped: bool = False   # a finished run with the same input and options: nothing done
+    rebuilt: bool = False   # ... whose outputs were damaged: run again
 
     def summary(self, max_pairs: int = 20) -> str:
         """The printed summary: per code found/repaired/excluded/flagged, what was done per
@@ -102,6 +104,8 @@ class CleanResult:
         if self.skipped:
             lines.append(f"clean: nothing changed since the last run (use --force to redo); "
                          f"{self.manifest_path}")
+        if self.rebuilt:
+            lines.append("clean: the finished run's outputs were damaged; cleaned again")
         lines.append(f"{'code':<26}{'severity':>9}{'found':>7}{'repaired':>10}{'excluded':>10}{'flagged':>9}")
         for row in self.counts.to_dict("records"):
             lines.append(f"{row['code']:<26}{row['severity']:>9}{row['found']:>7}{row['repaired']:>10}"
@@ -138,7 +142,10 @@ class CleanResult:
                 "n_excluded": self.n_excluded, "counts": self.counts.to_dict("records"),
                 "by_source": self.by_source, "notes": self.notes,
                 "leakage": [list(pair) for pair in self.leakage],
-                "shards": [p.name for p in self.shards], "seconds": round(self.seconds, 3)}
+                "shards": [p.name for p in self.shards],
+                "shard_records": [{"name": p.name, "size": p.stat().st_size,
+                                   "n": shard_length(p)} for p in self.shards],
+                "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -442,17 +449,19 @@ def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dic
 
 
 def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None = None, *,
-          workers: int | None = None, force: bool = False, progress: bool = True) -> CleanResult:
+          workers: int | None = None, force: bool = False, verify: bool = False,
+          progress: bool = True) -> CleanResult:
     """Run the clean stage on ``manifest``; see the module docstring for what it writes.
 
     ``work`` defaults to the manifest's WORK folder (the parent of its ``manifests/``).
-    A finished run with the same input and options is a no-op unless ``force``.
+    A finished run with the same input and options is a no-op while its outputs are intact
+    (``verify``: down to every mask's checksum); otherwise it runs again. Other options or
+    another input over a finished run are an error unless ``force``.
     """
     started = time.perf_counter()
     opts = (options or CleanOptions()).validate()
     manifest = Path(manifest)
     df = read_manifest(manifest)   # ManifestError names the file and the line
-    input_folder = manifest.parent
     work = Path(work) if work is not None else work_root(manifest)
     out_manifest = work / "manifests" / MANIFEST_NAME
     report_dir = work / "reports" / "clean"
@@ -460,36 +469,80 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
     if out_manifest.resolve() == manifest.resolve():
         raise SegprepError(f"{manifest}: clean would overwrite its own input; copy it elsewhere "
                            f"or pass -o with another WORK folder")
-
     fingerprint = _fingerprint(manifest, opts)
-    run_file = report_dir / "run.json"
-    if out_manifest.exists() and not force:
-        previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        if previous.get("fingerprint") == fingerprint:
-            log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
-            summary = previous.get("summary", {})
-            result.skipped = True
-            result.n_samples = summary.get("n_samples", 0)
-            result.n_ok, result.n_repaired = summary.get("n_ok", 0), summary.get("n_repaired", 0)
-            result.n_excluded = summary.get("n_excluded", 0)
-            result.counts = pd.DataFrame(summary.get("counts", []))
-            result.by_source, result.notes = summary.get("by_source", []), summary.get("notes", [])
-            result.leakage = [tuple(p) for p in summary.get("leakage", [])]
-            result.shards = [work / "shards" / name for name in summary.get("shards", [])]
-            result.seconds = time.perf_counter() - started
-            return result
-        raise SegprepError(f"{out_manifest} already exists from another input or other options; "
-                           f"pass --force to replace it")
+    with WorkLock(work, "segprep clean"):
+        previous = read_json(report_dir / "run.json") if out_manifest.exists() else None
+        if isinstance(previous, dict) and not force:
+            if previous.get("fingerprint") != fingerprint:
+                raise SegprepError(f"{out_manifest} exists from a run with "
+                                   f"{_differences(previous.get('fingerprint') or {}, fingerprint)}; "
+                                   f"pass --force to replace it")
+            problem = _outputs_problem(previous, out_manifest, verify)
+            if problem is None:
+                log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
+                return _skipped(result, previous, started)
+            log.warning("%s: %s; cleaning again", out_manifest, problem)
+            result.rebuilt = True
+        staging = work / "shards" / f".clean-staging-{os.getpid()}"
+        report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
+        try:
+            return _run(df, manifest, work, opts, workers, progress, staging, report_staging,
+                        result, fingerprint, started)
+        finally:
+            close_shards()
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(report_staging, ignore_errors=True)
 
-    staging = work / "shards" / f".clean-staging-{os.getpid()}"
-    report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
+
+def _differences(old: dict, new: dict) -> str:
+    if old.get("input") != new.get("input") or old.get("input_sha1") != new.get("input_sha1"):
+        return f"another input ({old.get('input')}{' as it was then' if old.get('input') == new.get('input') else ''})"
+    old_options, new_options = old.get("options") or {}, new.get("options") or {}
+    changed = [f"--{key.replace('_', '-')} {old_options.get(key)!r} -> {value!r}"
+               for key, value in new_options.items() if old_options.get(key) != value]
+    return "other options (" + ", ".join(changed) + ")" if changed else "other options"
+
+
+def _outputs_problem(previous: dict, out_manifest: Path, verify: bool) -> str | None:
+    """Why the outputs of the finished run recorded in ``previous`` are not intact, or None."""
+    if previous.get("manifest_sha1") != _sha1_or_none(out_manifest):
+        return "the manifest differs from the one written"
+    shards = previous.get("summary", {}).get("shard_records", [])
+    if not shards:
+        return "no record of its shards"
+    checksums: dict[str, list] = {}
+    if verify:
+        written = read_manifest(out_manifest, check_shards=False)
+        for row in written.itertuples():
+            checksums.setdefault(Path(row.mask_shard).name, []).append(
+                (int(row.mask_index), "", row.mask_sha1))
+    folder = out_manifest.parent.parent / "shards"
+    for shard in shards:
+        problem = shard_problem(folder / shard["name"], size=shard["size"], n=shard["n"],
+                                checksums=checksums.get(shard["name"]) if verify else None)
+        if problem is not None:
+            return f"{shard['name']}: {problem}"
+    return None
+
+
+def _sha1_or_none(path: Path) -> str | None:
     try:
-        result = _run(df, manifest, work, opts, workers, progress, staging, report_staging,
-                      result, fingerprint, started)
-    finally:
-        close_shards()
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(report_staging, ignore_errors=True)
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _skipped(result: CleanResult, previous: dict, started: float) -> CleanResult:
+    summary = previous.get("summary", {})
+    result.skipped = True
+    result.n_samples = summary.get("n_samples", 0)
+    result.n_ok, result.n_repaired = summary.get("n_ok", 0), summary.get("n_repaired", 0)
+    result.n_excluded = summary.get("n_excluded", 0)
+    result.counts = pd.DataFrame(summary.get("counts", []))
+    result.by_source, result.notes = summary.get("by_source", []), summary.get("notes", [])
+    result.leakage = [tuple(p) for p in summary.get("leakage", [])]
+    result.shards = [result.work / "shards" / name for name in summary.get("shards", [])]
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -507,7 +560,7 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
               "issues", "fg_fraction", "image_sha1", "phash", "phash256", "has_roi", "mask_path",
               "mask_format", "extra_mask_paths", "decode_warnings", "_position")
     tasks = [{k: row.get(k, "") for k in wanted} for row in rows]
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or available_cpus())
     workers = min(workers, max(1, len(tasks)))
 
     thumbs = report_staging / "thumbs"
@@ -517,17 +570,11 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
     timings: dict[str, float] = {}
     results: list[SampleResult] = []
     placements: list[tuple[str, int]] = []
-    pool = None
+    pool = Pool(workers, _init_worker, (input_folder, opts, manifest.name, thumbs),
+                preload=[__name__])
     try:
         with ShardSequence(staging, SHARD_PREFIX, STAGE) as sequence:
-            if workers > 1:
-                pool = multiprocessing.get_context("fork").Pool(
-                    workers, initializer=_init_worker,
-                    initargs=(input_folder, opts, manifest.name, thumbs))
-                iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
-            else:
-                iterator = (process_sample(input_folder, task, opts, manifest.name, thumbs)
-                            for task in tasks)
+            iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
             for sample in tqdm(iterator, total=len(tasks), desc="clean", unit="sample",
                                disable=None if progress else True):
                 placements.append(sequence.add(sample_id=rows[sample.position]["sample_id"],
@@ -593,13 +640,11 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
         counts = _summary_counts(findings_df)
         result.by_source = _by_source(findings_df)
         write_report(report_staging, df, input_folder, clean_masks, findings, statuses, extra,
-                     counts, leak_pairs, threshold=opts.threshold, pool=pool,
+                     counts, leak_pairs, threshold=opts.threshold, pool=pool if workers > 1 else None,
                      rendered={i: r.strip for i, r in enumerate(results) if r.strip})
         timings["report"], clock = time.perf_counter() - clock, time.perf_counter()
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        pool.close()
 
     # ---- publish: shards, then report, then the manifest last
     close_shards()
@@ -625,9 +670,11 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
     timings["publish"] = time.perf_counter() - clock
     result.timings = {k: round(v, 3) for k, v in timings.items()}
     result.seconds = time.perf_counter() - started
-    (report_dir / "run.json").write_text(json.dumps(
-        {"fingerprint": fingerprint, "summary": result.to_json()}, indent=1))
     write_manifest(out, result.manifest_path)
+    # the record of a finished run, last: a rerun is a no-op only when it is there
+    atomic_write_json(report_dir / "run.json", {
+        "fingerprint": fingerprint, "manifest_sha1": _sha1_or_none(result.manifest_path),
+        "summary": result.to_json()})
     # Shards of an earlier, longer run that the new manifest no longer names.
     named = {p.name for p in final_shards}
     for stale in shard_dir.glob(f"{SHARD_PREFIX}-*.h5"):

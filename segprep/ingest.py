@@ -27,8 +27,6 @@ import logging
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,13 +37,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from segprep.errors import DecodeError, SegprepError
+from segprep.executor import Pool, available_cpus
 from segprep.hashing import array_sha1, image_hashes, phash_hex
 from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey
 from segprep.manifest import COLUMNS, write_manifest
 from segprep.readers import RawPair, Source, resolve_sources
 from segprep.readers.base import natural_key
-from segprep.shards import ShardWriter
+from segprep.shards import ShardWriter, shard_problem
 from segprep.splits import assign_splits, read_splits_file
+from segprep.work import WorkLock, atomic_write_csv, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class IngestResult:
     splits: dict = field(default_factory=dict)   # group and fraction statistics (splits.py)
     blocks: int = 0
     blocks_reused: int = 0
+    rebuilt: int = 0        # blocks of a finished run found damaged and rebuilt
     notes: list[str] = field(default_factory=list)   # what the user must know about the data
 
     @property
@@ -147,6 +148,9 @@ class IngestResult:
             for note in sp.get("notes", []):
                 lines.append(f"note: {note}")
         lines.extend(self.notes)
+        if self.rebuilt:
+            lines.append(f"rebuilt {self.rebuilt} damaged block(s) of the finished run "
+                         f"(shards missing, truncated or not matching their record)")
         lines.append(f"{self.n_samples} samples ({self.excluded} excluded), {self.unpaired} unpaired, "
                      f"{self.unreadable} unreadable file(s) in {self.seconds:.1f} s "
                      f"({self.blocks_reused}/{self.blocks} blocks reused)")
@@ -260,12 +264,6 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
     return {"image": image, "mask": mask, "roi": roi}, record, []
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -> dict:
     """Decode one block's pairs into its shard, then write the block's meta file.
 
@@ -275,10 +273,6 @@ def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -
     """
     rows, unreadable = [], []
     writer: ShardWriter | None = None
-    # Every decoding failure becomes a row in unreadable.csv; OpenCV's own stderr lines about
-    # the same files would only interleave with the progress bar.
-    cv_log_level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         for task in block.tasks:
             arrays, record, errors = load_pair(task)
@@ -298,14 +292,13 @@ def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        cv2.utils.logging.setLogLevel(cv_log_level)
     shard = Path(block.shard_path)
     meta = {"version": INGEST_VERSION, "fingerprint": block.fingerprint,
+            "number": block.number, "n_tasks": len(block.tasks),
             "shard": shard.name if rows else "",
             "shard_size": shard.stat().st_size if rows else 0,
             "rows": rows, "unreadable": unreadable}
-    _write_json(Path(block.meta_path), meta)
+    atomic_write_json(Path(block.meta_path), meta)
     return meta
 
 
@@ -392,63 +385,32 @@ def _blocks(plan: _Plan, shard_dir: Path) -> list[BlockTask]:
     return blocks
 
 
-def _finished(block: BlockTask) -> dict | None:
-    """The block's meta when an earlier run completed exactly this block, else None."""
-    try:
-        meta = json.loads(Path(block.meta_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if meta.get("version") != INGEST_VERSION or meta.get("fingerprint") != block.fingerprint:
+def _finished(block: BlockTask, verify: bool = False) -> dict | None:
+    """The block's meta when an earlier run completed exactly this block and its shard is
+    intact (size, HDF5 header, sample count; with ``verify`` every checksum), else None."""
+    meta = read_json(Path(block.meta_path))
+    if not isinstance(meta, dict) or meta.get("version") != INGEST_VERSION \
+            or meta.get("fingerprint") != block.fingerprint:
         return None
     if meta["rows"]:
-        shard = Path(block.shard_path)
-        if not shard.is_file() or shard.stat().st_size != meta["shard_size"]:
+        checksums = ([(r["index"], r["image_sha1"], r["mask_sha1"]) for r in meta["rows"]]
+                     if verify else None)
+        problem = shard_problem(Path(block.shard_path), size=meta["shard_size"],
+                                n=len(meta["rows"]), checksums=checksums)
+        if problem is not None:
+            log.warning("%s: %s; rebuilding its block", block.shard_path, problem)
             return None
     return meta
 
 
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def _opencv_one_thread():
-    """OpenCV on one thread while blocks run: each worker is one core's work, and OpenCV's own
-    threads only cost here (its threaded RGB->grey conversion of a Kvasir-SEG image takes 3x the
-    CPU time of the serial one). Set in this process and inherited by the forked workers:
-    cv2.setNumThreads in a forked child whose parent used OpenCV's thread pool deadlocks."""
-    threads = cv2.getNumThreads()
-    if threads != 1:
-        cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        if threads != 1:
-            cv2.setNumThreads(threads)
-
-
 def _run_blocks(pending: list[BlockTask], workers: int, bar: tqdm) -> dict[int, dict]:
+    """Run blocks on worker processes (inline with one); each writes its own shard and meta.
+    Interrupted or failed: the workers are ended, and a restart reuses every finished block."""
     done: dict[int, dict] = {}
-    if workers <= 1 or len(pending) <= 1:
-        for block in pending:
-            done[block.number] = run_block(block, progress=bar.update)
-        return done
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)))
-    try:
-        futures = {pool.submit(run_block, block): block for block in pending}
-        for future in as_completed(futures):
-            block = futures[future]
-            done[block.number] = future.result()
-            bar.update(len(block.tasks))
-    except BaseException:
-        # Interrupted or failed: blocks already running finish (a restart reuses them),
-        # blocks not started are dropped instead of being run before the error surfaces.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    with Pool(min(workers, max(1, len(pending))), preload=[__name__]) as pool:
+        for meta in pool.imap_unordered(run_block, pending):
+            done[meta["number"]] = meta
+            bar.update(meta["n_tasks"])
     return done
 
 
@@ -468,97 +430,135 @@ def _remove_stale(shard_dir: Path, n_blocks: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write_report(rows: list[dict], columns: tuple[str, ...], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows, columns=list(columns))
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- the stage
 
-def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float = 0.1,
-           test: float = 0.1, split_seed: int = 0, splits_file: Path | None = None,
-           workers: int | None = None, force: bool = False,
-           max_pixels: int = MAX_PIXELS) -> IngestResult:
-    """Ingest raw dataset folders into ``WORK`` (see the module docstring).
-
-    Raises :class:`SegprepError` for unusable arguments (unknown layout, empty or unknown
-    folder, bad splits file) and when no sample at all could be ingested; a bad file is a row
-    in the reports, never an abort.
-    """
-    started = time.perf_counter()
-    work = Path(work)
+def _check_options(sources: list[Path], val: float, test: float, workers: int | None,
+                   max_pixels: int) -> int:
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise SegprepError(f"--val {val} and --test {test} must be fractions in [0, 1) that "
                            "leave some samples for training")
     if not sources:
         raise SegprepError("give at least one dataset folder (SRC)")
-    workers = default_workers() if workers is None else int(workers)
+    workers = available_cpus() if workers is None else int(workers)
     if workers < 1:
         raise SegprepError(f"--workers must be at least 1, got {workers}")
+    if max_pixels < 1:
+        raise SegprepError(f"--max-pixels must be at least 1, got {max_pixels}")
+    return workers
+
+
+def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float = 0.1,
+           test: float = 0.1, split_seed: int = 0, splits_file: Path | None = None,
+           workers: int | None = None, force: bool = False, verify: bool = False,
+           max_pixels: int = MAX_PIXELS) -> IngestResult:
+    """Ingest raw dataset folders into ``WORK`` (see the module docstring).
+
+    An unchanged rerun is a no-op when the outputs it would keep are intact (``verify``: down
+    to every checksum); damaged blocks are rebuilt. A finished ingest of other sources or
+    options is replaced only with ``force``; inputs that changed are an update (unchanged blocks
+    are reused). Raises :class:`SegprepError` for unusable arguments (unknown layout, empty or
+    unknown folder, bad splits file), when WORK is in use by another run, and when no sample at
+    all could be ingested; a bad file is a row in the reports, never an abort.
+    """
+    started = time.perf_counter()
+    work = Path(work)
+    workers = _check_options(sources, val, test, workers, max_pixels)
     # Absolute paths: reports name files the user can open, and the no-op check does not
     # depend on the folder the command ran from.
     resolved = resolve_sources([Path(s).absolute() for s in sources], layout)
     splits_table = read_splits_file(splits_file) if splits_file is not None else None
-    if max_pixels < 1:
-        raise SegprepError(f"--max-pixels must be at least 1, got {max_pixels}")
     plan = _plan(resolved, max_pixels)
+    options = {"sources": [[s.name, s.layout, str(s.root.resolve())] for s in resolved],
+               "val": val, "test": test, "split_seed": split_seed, "max_pixels": max_pixels,
+               "splits_file": None if splits_table is None else splits_table.to_csv(index=False)}
+    with WorkLock(work, "segprep ingest"):
+        return _run(plan, work, options, sources, layout, splits_table, splits_file, workers,
+                    force, verify, started)
 
+
+def _differences(old: dict, new: dict) -> str:
+    names = {"sources": "sources", "val": "--val", "test": "--test", "split_seed": "--seed",
+             "max_pixels": "--max-pixels", "splits_file": "--splits"}
+    changed = [names.get(key, key) for key in names if old.get(key) != new.get(key)]
+    return ", ".join(changed) or "options"
+
+
+def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: str,
+         splits_table: pd.DataFrame | None, splits_file: Path | None, workers: int, force: bool,
+         verify: bool, started: float) -> IngestResult:
     shard_dir, manifest_dir = work / "shards", work / "manifests"
-    report_dir = work / "reports" / "ingest"
     manifest_path, record_path = manifest_dir / "ingest.csv", manifest_dir / "ingest.json"
-    fingerprint = _sha1_text({
-        "version": INGEST_VERSION, "compression": COMPRESSION,
-        "sources": [[s.name, s.layout, str(s.root.resolve())] for s in resolved],
-        "options": {"val": val, "test": test, "split_seed": split_seed},
-        "splits_file": None if splits_table is None else splits_table.to_csv(index=False),
-        "tasks": [asdict(t) for t in plan.tasks], "stats": plan.stats, "unpaired": plan.unpaired,
-    })
-    if not force:
-        previous = _previous_result(record_path, manifest_path, fingerprint)
-        if previous is not None:
-            previous.skipped = True
-            previous.manifest_path, previous.work = manifest_path, work
-            previous.seconds = time.perf_counter() - started
-            log.info("ingest: inputs unchanged since %s; nothing to do", record_path)
-            return previous
+    fingerprint = _sha1_text({"version": INGEST_VERSION, "compression": COMPRESSION,
+                              "options": options, "tasks": [asdict(t) for t in plan.tasks],
+                              "stats": plan.stats, "unpaired": plan.unpaired})
+    record = read_json(record_path) if manifest_path.exists() else None
+    if isinstance(record, dict) and not force and record.get("options") not in (None, options):
+        raise SegprepError(f"{manifest_path} exists from an ingest with other "
+                           f"{_differences(record['options'], options)}; pass --force to replace "
+                           f"it, or -o another WORK folder")
+    blocks = _blocks(plan, shard_dir)
+    metas = {} if force else {b.number: m for b in blocks if (m := _finished(b, verify)) is not None}
+    previous = None if force else _previous_result(record, manifest_path, fingerprint)
+    if previous is not None and len(metas) == len(blocks):
+        previous.skipped = True
+        previous.manifest_path, previous.work = manifest_path, work
+        previous.seconds = time.perf_counter() - started
+        log.info("ingest: inputs unchanged since %s and outputs intact; nothing to do", record_path)
+        return previous
+    rebuilt = len(blocks) - len(metas) if previous is not None else 0
     # From here on the old manifest may no longer describe the shards; take it away first.
     record_path.unlink(missing_ok=True)
     manifest_path.unlink(missing_ok=True)
     shard_dir.mkdir(parents=True, exist_ok=True)
-
-    blocks = _blocks(plan, shard_dir)
-    metas: dict[int, dict] = {}
-    if not force:
-        for block in blocks:
-            meta = _finished(block)
-            if meta is not None:
-                metas[block.number] = meta
     reused = len(metas)
     pending = [b for b in blocks if b.number not in metas]
     with tqdm(total=len(plan.tasks), desc="ingest", unit="sample", disable=None) as bar:
         bar.update(sum(len(b.tasks) for b in blocks if b.number in metas))
-        with _opencv_one_thread():
-            metas.update(_run_blocks(pending, workers, bar))
+        metas.update(_run_blocks(pending, workers, bar))
 
+    table, unreadable = _collect(blocks, metas, plan, work, sources)
+    manifest, split_stats = _manifest(table, plan, splits_table, splits_file, options, manifest_dir)
+    write_manifest(manifest, manifest_path)
+    _remove_stale(shard_dir, len(blocks))
+    result = IngestResult(
+        notes=_data_notes(table), manifest_path=manifest_path, work=work, n_samples=len(manifest),
+        sources=[{"name": name, "layout": lay, "root": root} for name, lay, root in options["sources"]],
+        counts=_counts(manifest, plan, unreadable), unpaired=len(plan.unpaired),
+        unreadable=len(unreadable), excluded=int((manifest["status"] == "excluded").sum()),
+        seconds=time.perf_counter() - started, splits=split_stats, blocks=len(blocks),
+        blocks_reused=reused, rebuilt=rebuilt)
+    atomic_write_json(record_path, {
+        "version": INGEST_VERSION, "fingerprint": fingerprint, "options": options,
+        "manifest_sha1": hashlib.sha1(manifest_path.read_bytes()).hexdigest(),
+        "sources": [str(p) for p in sources], "layout": layout, "result": result.to_json()})
+    log.info("ingest: %d samples -> %s in %.1f s", len(manifest), manifest_path, result.seconds)
+    return result
+
+
+def _collect(blocks: list[BlockTask], metas: dict[int, dict], plan: _Plan, work: Path,
+             sources: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
+    """The blocks' rows (with their shard paths) and unreadable files, and the reports."""
+    shard_dir, manifest_dir = work / "shards", work / "manifests"
+    report_dir = work / "reports" / "ingest"
     rows, unreadable = [], []
     for block in blocks:
         meta = metas[block.number]
         shard_rel = _relative(str(shard_dir / meta["shard"]), manifest_dir) if meta["shard"] else ""
-        for record in meta["rows"]:
-            rows.append({**record, "shard": shard_rel})
+        rows += [{**record, "shard": shard_rel} for record in meta["rows"]]
         unreadable.extend(meta["unreadable"])
-    _write_report(plan.unpaired, UNPAIRED_COLUMNS, report_dir / "unpaired.csv")
-    _write_report(unreadable, UNREADABLE_COLUMNS, report_dir / "unreadable.csv")
+    atomic_write_csv(report_dir / "unpaired.csv", pd.DataFrame(plan.unpaired, columns=list(UNPAIRED_COLUMNS)))
+    atomic_write_csv(report_dir / "unreadable.csv", pd.DataFrame(unreadable, columns=list(UNREADABLE_COLUMNS)))
     if not rows:
         raise SegprepError(
             f"nothing could be ingested from {', '.join(str(s) for s in sources)}: "
             f"{len(plan.unpaired)} unpaired and {len(unreadable)} unreadable file(s); "
             f"see {report_dir}")
+    return pd.DataFrame(rows), unreadable
 
-    table = pd.DataFrame(rows)
+
+def _manifest(table: pd.DataFrame, plan: _Plan, splits_table: pd.DataFrame | None,
+              splits_file: Path | None, options: dict, manifest_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """Groups and splits over all samples, then the manifest in the contract's column order."""
     samples = pd.DataFrame({
         "sample_id": table["sample_id"], "source": table["source"], "stem": table["stem"],
         "phash": [int(h, 16) for h in table["phash"]],
@@ -567,10 +567,11 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
         "near_bits": table["source"].map(plan.near_bits),
         "confirm_hash": [int(h, 16) for h in table["phash256"]],
     })
-    assignment, split_stats = assign_splits(samples, val=val, test=test, seed=split_seed,
-                                            splits_table=splits_table,
+    assignment, split_stats = assign_splits(samples, val=options["val"], test=options["test"],
+                                            seed=options["split_seed"], splits_table=splits_table,
                                             splits_path=splits_file or "")
     excluded = table["issues"] != ""
+    relative = lambda paths: [_relative(p, manifest_dir) for p in paths]  # noqa: E731
     manifest = pd.DataFrame({
         "sample_id": table["sample_id"], "source": table["source"],
         "split": assignment["split"].to_numpy(), "group": assignment["group"].to_numpy(),
@@ -578,49 +579,32 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
         "mask_shard": table["shard"], "mask_index": table["index"],
         "height": table["height"], "width": table["width"], "fg_fraction": table["fg_fraction"],
         "status": np.where(excluded, "excluded", "ok"), "issues": table["issues"],
-        "parent_id": "",
-        "image_path": [_relative(p, manifest_dir) for p in table["image_path"]],
-        "mask_path": [_relative(p, manifest_dir) for p in table["mask_path"]],
+        "parent_id": "", "image_path": relative(table["image_path"]),
+        "mask_path": relative(table["mask_path"]),
         "stem": table["stem"], "phash": table["phash"],
         "image_sha1": table["image_sha1"], "mask_sha1": table["mask_sha1"],
         "mask_values": table["mask_values"], "has_roi": table["has_roi"],
-        "roi_path": [_relative(p, manifest_dir) for p in table["roi_path"]],
+        "roi_path": relative(table["roi_path"]),
         "phash256": table["phash256"], "image_decoder": table["image_decoder"],
         "mask_format": table["mask_format"],
-        "extra_mask_paths": [";".join(_relative(p, manifest_dir) for p in paths)
-                             for paths in table["extra_mask_paths"]],
+        "extra_mask_paths": [";".join(relative(paths)) for paths in table["extra_mask_paths"]],
         "decode_warnings": table["decode_warnings"],
     })
     assert tuple(manifest.columns) == COLUMNS + EXTRA_COLUMNS
-    write_manifest(manifest, manifest_path)
-    _remove_stale(shard_dir, len(blocks))
+    return manifest, split_stats
 
+
+def _counts(manifest: pd.DataFrame, plan: _Plan, unreadable: list[dict]) -> dict[str, dict[str, int]]:
     counts = {}
-    for source in resolved:
-        mine = manifest[manifest["source"] == source.name]
-        counts[source.name] = {
+    for name in dict.fromkeys(manifest["source"]).keys() | {s.name for s in plan.sources}:
+        mine = manifest[manifest["source"] == name]
+        counts[name] = {
             **{split: int((mine["split"] == split).sum()) for split in ("train", "val", "test")},
             "excluded": int((mine["status"] == "excluded").sum()),
-            "unpaired": sum(1 for u in plan.unpaired if u["source"] == source.name),
-            "unreadable": sum(1 for u in unreadable if u["source"] == source.name),
+            "unpaired": sum(1 for u in plan.unpaired if u["source"] == name),
+            "unreadable": sum(1 for u in unreadable if u["source"] == name),
         }
-    result = IngestResult(
-        notes=_data_notes(table),
-        manifest_path=manifest_path, work=work, n_samples=len(manifest),
-        sources=[{"name": s.name, "layout": s.layout, "root": str(s.root)} for s in resolved],
-        counts=counts, unpaired=len(plan.unpaired), unreadable=len(unreadable),
-        excluded=int(excluded.sum()), seconds=time.perf_counter() - started,
-        splits=split_stats, blocks=len(blocks), blocks_reused=reused)
-    _write_json(record_path, {
-        "version": INGEST_VERSION, "fingerprint": fingerprint,
-        "manifest_sha1": hashlib.sha1(manifest_path.read_bytes()).hexdigest(),
-        "sources": [str(p) for p in sources], "layout": layout,
-        "options": {"val": val, "test": test, "split_seed": split_seed,
-                    "splits_file": str(splits_file) if splits_file else None},
-        "result": result.to_json(),
-    })
-    log.info("ingest: %d samples -> %s in %.1f s", len(manifest), manifest_path, result.seconds)
-    return result
+    return {s.name: counts[s.name] for s in plan.sources}
 
 
 def _data_notes(table: pd.DataFrame) -> list[str]:
@@ -653,11 +637,11 @@ def _data_notes(table: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _previous_result(record_path: Path, manifest_path: Path, fingerprint: str) -> IngestResult | None:
+def _previous_result(record: dict | None, manifest_path: Path, fingerprint: str
+                     ) -> IngestResult | None:
     """The recorded result of a finished ingest with the same inputs whose manifest is intact."""
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("fingerprint") != fingerprint:
+        if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
             return None
         if hashlib.sha1(manifest_path.read_bytes()).hexdigest() != record.get("manifest_sha1"):
             return None

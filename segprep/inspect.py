@@ -42,6 +42,8 @@ class InspectResult:
         df = self.rows
         lines = [f"{self.manifest}: {len(df)} rows, {df['source'].nunique()} source(s), "
                  f"{df['group'].nunique()} group(s)"]
+        if df.empty:
+            return lines[0] + " (the manifest has a header and no rows)"
         shown = self.table.copy()
         for column in ("fg_min", "fg_q1", "fg_median", "fg_q3", "fg_max"):
             shown[column] = shown[column].map(lambda v: f"{v:.3f}")

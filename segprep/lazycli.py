@@ -6,12 +6,15 @@ and an expected error anywhere in the library becomes one line and exit code 1.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 
 import click
 
 from segprep.errors import SegprepError
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 class LazyGroup(click.Group):
@@ -56,6 +59,14 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except self.expected_errors as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            # A folder that cannot be written (read-only, full disk, no permission) is the
+            # user's situation, not a bug: one line naming the file, no traceback.
+            if exc.errno not in _NOT_WRITABLE:
+                raise
+            where = exc.filename or "output folder"
+            raise click.ClickException(f"{where}: {exc.strerror or exc}; choose another output "
+                                       f"folder or free some space") from exc
 
 
 def setup_logging(verbose: int) -> None:

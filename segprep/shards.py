@@ -348,16 +348,66 @@ def _read(path: Path, name: str, index: int, required: bool) -> np.ndarray | Non
         raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt: {exc})") from None
 
 
+def _checked(path: Path, name: str, index: int, array: np.ndarray | None) -> np.ndarray | None:
+    """Arrays as the shard contract has them (uint8; images (H, W, 3), masks and ROIs
+    (H, W)), or a ShardError naming the shard: a hand-made or foreign shard must not reach a
+    stage as a float or 3-D mask."""
+    if array is None:
+        return None
+    ndim = 3 if name == "images" else 2
+    if array.dtype != np.uint8 or array.ndim != ndim or (ndim == 3 and array.shape[2] != 3):
+        expected = "uint8 (H, W, 3)" if ndim == 3 else "uint8 (H, W)"
+        raise ShardError(f"{path}: {name}[{index}] is {array.dtype} {tuple(array.shape)}, "
+                         f"expected {expected}; this shard was not written by segprep or is corrupt")
+    return array
+
+
 def read_image(path: Path, index: int) -> np.ndarray:
-    return _read(path, "images", index, required=True)
+    return _checked(path, "images", index, _read(path, "images", index, required=True))
 
 
 def read_mask(path: Path, index: int) -> np.ndarray:
-    return _read(path, "masks", index, required=True)
+    return _checked(path, "masks", index, _read(path, "masks", index, required=True))
 
 
 def read_roi(path: Path, index: int) -> np.ndarray | None:
-    return _read(path, "roi", index, required=False)
+    return _checked(path, "roi", index, _read(path, "roi", index, required=False))
+
+
+def shard_problem(path: Path, *, size: int | None = None, n: int | None = None,
+                  checksums: list[tuple[int, str, str]] | None = None) -> str | None:
+    """Why the file at ``path`` is not the shard a finished run wrote, or None when it is.
+
+    Cheap checks: it exists, has ``size`` bytes, opens as a segprep shard holding ``n``
+    samples. With ``checksums`` ((index, image SHA-1, mask SHA-1), "" to skip one), every named
+    array is read and its SHA-1 compared: what ``--verify`` adds, catching a flipped byte."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    if size is not None and path.stat().st_size != size:
+        return f"{path.stat().st_size} bytes, {size} when written"
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("format") != SHARD_FORMAT:
+                return "not a segprep shard"
+            if n is not None and int(handle.attrs.get("n", -1)) != n:
+                return f"holds {int(handle.attrs.get('n', -1))} samples, {n} when written"
+    except OSError as exc:
+        return f"not a readable HDF5 file ({exc})"
+    if checksums:
+        from segprep.hashing import array_sha1
+
+        close_shards()  # read this file afresh, not through a handle opened before the damage
+        try:
+            for index, image_sha1, mask_sha1 in checksums:
+                for expected, read in ((image_sha1, read_image), (mask_sha1, read_mask)):
+                    if expected and array_sha1(read(path, index)) != expected:
+                        return f"sample {index}: checksum differs from the one recorded"
+        except ShardError as exc:
+            return str(exc).removeprefix(f"{path}: ")
+        finally:
+            close_shards()
+    return None
 
 
 @dataclass

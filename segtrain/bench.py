@@ -33,7 +33,7 @@ from segtrain.errors import SegtrainError
 log = logging.getLogger(__name__)
 
 # Options a bench sets itself, so neither a grid column nor a base option may set them.
-BENCH_OWNED = ("manifest", "out", "resume")
+BENCH_OWNED = ("manifest", "out", "resume", "force")
 GRID_KEYS: tuple[str, ...] = tuple(key for key in CONFIG_KEYS if key not in BENCH_OWNED)
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 _INT_KEYS = {"epochs", "batch_size", "workers", "seed", "early_stop", "base_channels"}

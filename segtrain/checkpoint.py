@@ -10,7 +10,9 @@ so ``--resume`` continues exactly where a killed run stopped.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,12 +95,18 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise SegtrainError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, not a torch file, or unsafe content
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        # the weights-only loader's reason is on its own line, after a long preamble
-        reason = next((line.strip() for line in lines if "Unsupported" in line), lines[0] if lines else "")
+    except pickle.UnpicklingError as exc:
+        # The safe loader met a Python object (a class, a function) it will not build: such a
+        # file can run code when loaded, so it is refused, never loaded another way.
+        found = re.search(r"(?:Unsupported global|GLOBAL)\s*:?\s*(?:GLOBAL\s+)?([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise SegtrainError(f"{path}: holds Python objects{what}, not only tensors and plain data; "
+                            f"a file like this can run code when loaded, so it is refused. "
+                            f"Checkpoints from `segtrain run` hold no code") from None
+    except Exception as exc:  # truncated file, not a torch file
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise SegtrainError(f"{path}: not a readable segkit checkpoint ({type(exc).__name__}: "
-                            f"{reason})") from None
+                            f"{lines[0] if lines else 'unreadable'})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise SegtrainError(f"{path}: not a segkit checkpoint (no format={FORMAT!r} entry); "
                             f"checkpoints come from `segtrain run` (best.pt, last.pt)")

@@ -48,6 +48,7 @@ class RunConfig:
     max_minutes: float | None = None  # wall-clock budget for training; None = no limit
     out: str | None = None          # None: runs/<model>-<loss>
     resume: bool = False
+    force: bool = False             # replace an earlier run in ``out`` (else an error)
     size: list[int] | None = None   # [H, W]; needed for manifests whose samples vary in size
     model_kwargs: dict = field(default_factory=dict)
     loss_kwargs: dict = field(default_factory=dict)
@@ -138,7 +139,7 @@ def validate(config: RunConfig) -> None:
     config.threshold = _int_to_float(config.threshold)
     if not isinstance(config.threshold, float) or not 0.0 < config.threshold < 1.0:
         raise SegtrainError(f"threshold must be a number between 0 and 1; got {config.threshold!r}")
-    for key in ("channels_last", "compile", "deep_supervision", "resume"):
+    for key in ("channels_last", "compile", "deep_supervision", "resume", "force"):
         if not isinstance(getattr(config, key), bool):
             raise SegtrainError(f"{key} must be true or false; got {getattr(config, key)!r}")
     for key in ("model_kwargs", "loss_kwargs"):

@@ -163,6 +163,7 @@ class ShardDataset(Dataset):
         self._mask_shards = [str(root / p) for p in self.rows["mask_shard"].tolist()]
         self._mask_index = [int(i) for i in self.rows["mask_index"].tolist()]
 
+        self._check_layout()
         # Ingest shards keep masks as raw grey values (0/255); training needs class indices.
         stages = {path: open_shard(Path(path)).attrs.get("stage") for path in set(self._mask_shards)}
         self.raw_masks = any(stage == "ingest" for stage in stages.values())
@@ -179,6 +180,41 @@ class ShardDataset(Dataset):
         self._files: dict[str, tuple] = {}
         log.info("%s: %s split, %d samples at %dx%d", self.manifest_path, split, len(self._ids),
                  *self.size)
+
+    def _check_layout(self) -> None:
+        """Every shard this split reads holds uint8 images (H, W, 3) and uint8 masks (H, W) of
+        the manifest's sizes: a shard of another dtype (float64 images, say) would train on
+        nonsense without a word. One read of metadata per shard (variable shards: their first
+        sample of this split)."""
+        heights, widths = self.rows["height"].tolist(), self.rows["width"].tolist()
+        checked: set[tuple[str, str]] = set()
+        for column, shards, indices, name, ndim in (
+                ("image", self._image_shards, self._image_index, "images", 3),
+                ("mask", self._mask_shards, self._mask_index, "masks", 2)):
+            for k, (path, index) in enumerate(zip(shards, indices)):
+                if (path, name) in checked:
+                    continue
+                checked.add((path, name))
+                handle = open_shard(Path(path))
+                if name not in handle:
+                    raise SegtrainError(f"{path}: holds no {name} ({self.manifest_path} names it "
+                                        f"as the {column} shard of {self._ids[k]})")
+                node = handle[name]
+                fixed = handle.attrs.get("layout") == "fixed"
+                dataset = node if fixed else node.get(f"{index:07d}")
+                if dataset is None:
+                    raise SegtrainError(f"{path}: holds no {name} for index {index}")
+                shape = tuple(dataset.shape[1:] if fixed else dataset.shape)
+                wanted = (heights[k], widths[k], 3) if ndim == 3 else (heights[k], widths[k])
+                if dataset.dtype != np.uint8 or len(shape) != ndim or (ndim == 3 and shape[2] != 3):
+                    raise SegtrainError(
+                        f"{path}: {name} are {dataset.dtype} {shape}, expected uint8 "
+                        f"{'(H, W, 3)' if ndim == 3 else '(H, W)'}; this shard was not written by "
+                        f"segprep or is corrupt (`segprep verify {self.manifest_path}` lists the rows)")
+                if fixed and shape != wanted and "size_mismatch" not in self.rows["issues"].iloc[k]:
+                    raise SegtrainError(f"{path}: {name} are {shape[0]}x{shape[1]}, "
+                                        f"{self.manifest_path} says {wanted[0]}x{wanted[1]} for "
+                                        f"{self._ids[k]}")
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -17,8 +17,10 @@ Only rank 0 writes files and reports; every rank trains, validates and tests its
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import logging
 import math
 import platform
@@ -37,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from segprep.work import WorkLock
 from segtrain import distributed as D
 from segtrain.checkpoint import (rng_state, read_checkpoint, save_checkpoint, set_rng_state,
                                  versions)
@@ -215,6 +218,7 @@ def setup(config: RunConfig) -> Run:
     from segtrain.models import build_model
 
     check_names(config)
+    check_out(config)
     local = D.env_info()
     device = resolve_device(config.device, local.local_rank)
     amp_dtype = resolve_amp(config.amp, device)
@@ -222,8 +226,6 @@ def setup(config: RunConfig) -> Run:
     out = config.out_dir
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not config.resume and (out / "last.pt").exists():
-            log.warning("%s holds an earlier run; its files are overwritten (use --resume to continue it)", out)
     # Every rank starts from its own seed (different dropout masks); DDP copies rank 0's weights.
     seed_everything(config.seed + info.rank)
     if device.type == "cuda":
@@ -283,12 +285,27 @@ def setup(config: RunConfig) -> Run:
     return run
 
 
+def check_out(config: RunConfig) -> None:
+    """An earlier run in the run folder is continued (--resume) or replaced (--force), never
+    overwritten silently. Checked by every rank on the same files, before any rank waits for
+    the others."""
+    out = config.out_dir
+    if out.exists() and not out.is_dir():
+        raise SegtrainError(f"{out}: not a folder; give --out a folder for the run")
+    earlier = [name for name in ("summary.json", "last.pt") if (out / name).is_file()]
+    if earlier and not config.resume and not config.force:
+        raise SegtrainError(f"{out} holds an earlier run ({', '.join(earlier)}); --resume continues "
+                            f"it, --force replaces it, or give another --out")
+
+
 def resume(run: Run) -> None:
-    """Restore ``last.pt``: weights, optimizer, scheduler, scaler, history, counters, RNG states."""
+    """Restore ``last.pt``: weights, optimizer, scheduler, scaler, history, counters, RNG states.
+    A run killed before its first epoch ended has none: it starts fresh, and says so."""
     path = run.out / "last.pt"
     if not path.is_file():
-        raise SegtrainError(f"--resume: {path} not found; start without --resume, or point --out at the "
-                            f"folder of the run to continue")
+        log.warning("--resume: %s has no last.pt yet (the run stopped before its first epoch "
+                    "ended); starting fresh", run.out)
+        return
     checkpoint = read_checkpoint(path, map_location="cpu")
     kwargs = run.raw_model.segkit_kwargs
     if checkpoint["model_name"] != run.config.model or checkpoint["model_kwargs"] != kwargs:
@@ -557,6 +574,14 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
     ``peak_gpu_memory_mb`` (None on CPU), ``parameters``, ``wall_seconds``, ``versions`` and
     the run's device, amp, world size and input size.
     """
+    # one run per folder at a time (rank 0 of a DDP run holds the lock for all ranks)
+    lock = (WorkLock(config.out_dir, "segtrain run") if int(os.environ.get("RANK", "0")) == 0
+            else contextlib.nullcontext())
+    with lock:
+        return _train(config, on_epoch)
+
+
+def _train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None) -> dict[str, Any]:
     from segtrain.models import count_parameters
 
     wall_start = time.perf_counter()

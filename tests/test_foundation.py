@@ -299,10 +299,13 @@ def test_library_code_logs_never_prints() -> None:
 
 
 def test_package_boundaries() -> None:
-    """segprep never imports torch; segtrain reads segprep only through its contract modules."""
+    """segprep never imports torch; segtrain reads segprep only through its contract modules
+    (manifest, shards, imageio, errors) and the shared machinery (the CLI shell, the WORK
+    folder's lock and atomic files, the CPU count)."""
     import ast
     root = Path(__file__).resolve().parents[1]
-    allowed = {"segprep", "segprep.manifest", "segprep.shards", "segprep.errors", "segprep.lazycli"}
+    allowed = {"segprep", "segprep.manifest", "segprep.shards", "segprep.imageio", "segprep.errors",
+               "segprep.lazycli", "segprep.work", "segprep.executor"}
     for package in ("segprep", "segtrain"):
         for path in (root / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -296,10 +296,15 @@ def test_rerun_is_a_no_op_unless_forced_or_inputs_change(synth, tmp_path: Path) 
     forced = ingest([source], work, workers=1, force=True)
     assert not forced.skipped and forced.blocks_reused == 0
     assert forced.manifest_path.read_bytes() == first.manifest_path.read_bytes()
-    other_seed = ingest([source], work, workers=1, split_seed=1)
-    assert not other_seed.skipped and other_seed.blocks_reused == other_seed.blocks
-    (source / "masks" / "case_0001.png").unlink()  # an input changed
-    changed = ingest([source], work, workers=1)
+    # other options never replace a finished ingest silently (an official split would become
+    # a random one): refused, naming what differs, unless --force
+    with pytest.raises(SegprepError, match="other --seed; pass --force"):
+        ingest([source], work, workers=1, split_seed=1)
+    assert first.manifest_path.read_bytes() == forced.manifest_path.read_bytes()
+    other_seed = ingest([source], work, workers=1, split_seed=1, force=True)
+    assert not other_seed.skipped
+    (source / "masks" / "case_0001.png").unlink()  # an input changed: an update, blocks reused
+    changed = ingest([source], work, workers=1, split_seed=1)
     assert not changed.skipped and changed.unpaired == 1 and changed.n_samples == 11
     close_shards()
 

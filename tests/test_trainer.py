@@ -3,6 +3,8 @@ resume equality, NaN handling, early stop and bad input."""
 
 from __future__ import annotations
 
+import logging
+
 import json
 import time
 from pathlib import Path
@@ -172,7 +174,7 @@ class Killed(Exception):
     pass
 
 
-def test_resume_matches_uninterrupted_run(manifest, tmp_path):
+def test_resume_matches_uninterrupted_run(manifest, tmp_path, caplog):
     straight = tmp_path / "straight"
     trainer.train(config(manifest, straight, epochs=2))
 
@@ -194,8 +196,14 @@ def test_resume_matches_uninterrupted_run(manifest, tmp_path):
     assert pd.read_csv(straight / "history.csv")["train_loss"].tolist() == \
         pd.read_csv(resumed / "history.csv")["train_loss"].tolist()
 
-    with pytest.raises(SegtrainError, match="last.pt not found"):
-        trainer.train(config(manifest, tmp_path / "never", resume=True))
+    # --resume on a folder whose run died before its first checkpoint: starts fresh, says so
+    with caplog.at_level(logging.WARNING, logger="segtrain.trainer"):
+        fresh = trainer.train(config(manifest, tmp_path / "never", epochs=1, resume=True))
+    assert fresh["epochs_run"] == 1 and "starting fresh" in caplog.text
+    # an earlier run is never overwritten silently: --resume or --force
+    with pytest.raises(SegtrainError, match="holds an earlier run.*--resume continues it, --force"):
+        trainer.train(config(manifest, straight, epochs=2))
+    assert trainer.train(config(manifest, tmp_path / "never", epochs=1, force=True))["epochs_run"] == 1
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(manifest, tmp_path, monkeypatch):

@@ -9,11 +9,13 @@ which gives three properties at once:
   (seed, sample_id, variant), never from a process's history);
 * each worker process writes whole shards itself (reading its sources through its own HDF5
   handles), so compression and writing run in parallel and no image crosses a pipe;
-* a killed run resumes: a finished shard plus its row record (in ``.augment-partial/``) is kept,
-  the rest is recomputed, and the result equals an uninterrupted run.
+* a killed run resumes and a damaged output heals: a shard plus its row record (in
+  ``manifests/.augment-shards/``, kept after the run) is reused when the shard is intact (size,
+  header, count; ``verify``: every checksum), the rest is recomputed, and the result equals an
+  uninterrupted run.
 
 The manifest is written last, then ``augment.json`` (the options of the finished run), which
-makes a repeated run with the same options a no-op.
+makes a repeated run with the same options a no-op while every shard is intact.
 
 Excluded input rows are not carried into ``augment.csv`` (the summary counts them): augment.csv
 is what training reads, and the exclusions stay visible in the input manifest.
@@ -24,14 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,10 @@ from segprep.augment.presets import pipeline_dict
 from segprep.errors import ManifestError, SegprepError
 from segprep.hashing import array_sha1
 from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
-from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample
+from segprep.executor import Pool, available_cpus
+from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample, shard_problem
+from segprep.work import (WorkLock, atomic_write_json, describe_bytes, ensure_writable,
+                          free_bytes, read_json)
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +102,6 @@ def _file_sha1(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
-def _write_json(path: Path, data: Any, *, compact: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    # compact for the per-shard row records: json's C encoder only runs without indent
-    text = (json.dumps(data, separators=(",", ":")) if compact
-            else json.dumps(data, indent=1, sort_keys=True))
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 # ----------------------------------------------------------------------------- plan
 
 @dataclass
@@ -150,7 +130,7 @@ class _Context:
     spec: BackendSpec
     source_root: str        # input manifest's folder (its shard paths are relative to it)
     shards_dir: str
-    partial_dir: str
+    blocks_dir: str         # one row record per shard (manifests/.augment-shards)
     shard_prefix: str       # shard path as written in augment.csv, e.g. "../shards"
     compression: str
     seed: int
@@ -228,9 +208,10 @@ class _Worker:
                 index = writer.add(sample_id=out_id, image=image, mask=mask, roi=roi)
                 outcome.rows.append(_row(row, out_id, variant, shard_path, index, image, mask, roi,
                                          params, seed, tries, fg_lost=has_fg and not mask.any()))
-        _write_json(Path(ctx.partial_dir) / f"{task.name}.json", {
+        atomic_write_json(Path(ctx.blocks_dir) / f"{task.name}.json", {
             "name": task.name, "planned": outcome.planned, "rows": outcome.rows,
-            "binarized": outcome.binarized, "failed": outcome.failed}, compact=True)
+            "size": path.stat().st_size, "binarized": outcome.binarized,
+            "failed": outcome.failed}, compact=True)
         return outcome
 
 
@@ -261,21 +242,7 @@ _worker: _Worker | None = None
 
 def _init_pool_worker(context: _Context) -> None:
     global _worker
-    import cv2
-    # N worker processes already fill the cores; OpenCV's own threads would only contend.
-    cv2.setNumThreads(1)
     _worker = _Worker(context)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """Fork server where there is one, never a plain fork: a process that already ran OpenCV or
-    HDF5 holds threads and locks that a forked child can inherit locked (seen here as workers
-    hanging at 0% CPU). The server imports this module once, so each worker starts warm."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
 
 
 def _pool_process(task: ShardTask) -> ShardOutcome:
@@ -307,6 +274,7 @@ class AugmentResult:
     workers: int = 1
     preview: Path | None = None
     options: dict = field(default_factory=dict)
+    rebuilt: int = 0                  # shards of a finished run found damaged and recomputed
 
 
 def _options(manifest: Path, *, factor: int, size: tuple[int, int], backend: str, preset: str,
@@ -357,28 +325,31 @@ def _summary_counts(df: pd.DataFrame) -> dict[str, int]:
     return {split: int((df["split"] == split).sum()) for split in SPLITS}
 
 
-def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[int, int] = 352,
-            backend: str = "albumentations", preset: str | None = None,
-            pipeline: Path | str | None = None, aspect: str = "resize", compression: str = "none",
-            seed: int = 0, workers: int | None = None, preview: int = 0,
-            work: Path | str | None = None, force: bool = False, shard_size: int = SHARD_SIZE,
-            max_tries: int = MAX_TRIES, progress: bool = True) -> AugmentResult:
-    """Augment the training split ``factor`` times and resize val/test, into
-    ``WORK/shards/augment-*.h5`` and ``WORK/manifests/augment.csv``.
+# Stored bytes per pixel of an augmented row, for the disk estimate before a run: uncompressed
+# RGB, plus 0/1 planes at gzip-1 (a mask ~1.6 KB at 352x352 on Kvasir-SEG, about 1/80 byte a pixel).
+_BYTES_PER_PIXEL = {"none": 3.0, "lzf": 2.4, "gzip": 2.2}
+_MASK_BYTES_PER_PIXEL = 1 / 80
 
-    ``WORK`` defaults to the input manifest's WORK (:func:`segprep.manifest.work_root`). ``preset`` (default
-    ``"default"``) and ``pipeline`` (an albumentations JSON/YAML file) are exclusive.
-    ``compression`` applies to the images (default none: on Kvasir-SEG at 352x352, lzf adds
-    ~6 ms per image, more than the default preset's augmentation, to save ~20%); masks and ROIs
-    are always gzip level 1 (``MASK_COMPRESSION``).
 
-    With ``workers`` > 1 the workers come from a fork server, which imports the calling script
-    again: a script calling this at its top level needs ``if __name__ == "__main__":``.
-    """
-    started = time.perf_counter()
-    manifest = Path(manifest)
-    size = parse_size(size)
-    if not isinstance(factor, (int, np.integer)) or factor < 1:
+def _check_space(usable: pd.DataFrame, factor: int, size: tuple[int, int], compression: str,
+                 work: Path) -> int:
+    """The rows a run would write; refuses, before planning anything, a run whose shards would
+    not fit on the disk (a factor typed with too many digits fills a disk, or memory, first)."""
+    train = int((usable["split"] == "train").sum())
+    rows = train * factor + len(usable) - train
+    per_row = size[0] * size[1] * (_BYTES_PER_PIXEL.get(compression, 3.0) + 2 * _MASK_BYTES_PER_PIXEL)
+    estimate, free = rows * per_row, free_bytes(work)
+    if estimate > free:
+        raise SegprepError(f"--factor {factor} at {size[0]}x{size[1]}: {rows:,} rows need about "
+                           f"{describe_bytes(estimate)}, {work} has {describe_bytes(free)} free; "
+                           f"lower --factor or --size, or -o a folder on a larger disk")
+    return rows
+
+
+def _check_arguments(factor: int, backend: str, aspect: str, compression: str, preset: str | None,
+                     pipeline: Path | None, shard_size: int, max_tries: int) -> str:
+    """Every option checked before anything is read; returns the preset to use."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
         raise SegprepError(f"bad --factor {factor!r}: must be an integer >= 1 (1 = resize only)")
     if backend not in BACKENDS:
         raise SegprepError(f"unknown augmentation backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -393,120 +364,174 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
         raise SegprepError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESET_NAMES)}")
     if shard_size < 1 or max_tries < 1:
         raise SegprepError("shard_size and max_tries must be >= 1")
-    pipeline = Path(pipeline) if pipeline is not None else None
-    pipeline_spec = pipeline_dict(pipeline) if pipeline is not None else None
-    if pipeline_spec is not None and backend != "albumentations":
+    if pipeline is not None and backend != "albumentations":
         raise SegprepError(f"{pipeline}: --pipeline files are albumentations pipelines; they "
                            f"cannot run on the {backend} backend (use --backend albumentations)")
+    return preset
 
+
+def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[int, int] = 352,
+            backend: str = "albumentations", preset: str | None = None,
+            pipeline: Path | str | None = None, aspect: str = "resize", compression: str = "none",
+            seed: int = 0, workers: int | None = None, preview: int = 0,
+            work: Path | str | None = None, force: bool = False, verify: bool = False,
+            shard_size: int = SHARD_SIZE, max_tries: int = MAX_TRIES,
+            progress: bool = True) -> AugmentResult:
+    """Augment the training split ``factor`` times and resize val/test, into
+    ``WORK/shards/augment-*.h5`` and ``WORK/manifests/augment.csv``.
+
+    ``WORK`` defaults to the input manifest's WORK (:func:`segprep.manifest.work_root`). ``preset`` (default
+    ``"default"``) and ``pipeline`` (an albumentations JSON/YAML file) are exclusive.
+    ``compression`` applies to the images (default none: on Kvasir-SEG at 352x352, lzf adds
+    ~6 ms per image, more than the default preset's augmentation, to save ~20%); masks and ROIs
+    are always gzip level 1 (``MASK_COMPRESSION``). A rerun with the same options is a no-op
+    while its shards are intact (``verify``: checked down to every checksum); damaged shards are
+    recomputed. Other options over a finished run are an error unless ``force``.
+
+    With ``workers`` > 1 the workers come from a fork server, which imports the calling script
+    again: a script calling this at its top level needs ``if __name__ == "__main__":``.
+    """
+    started = time.perf_counter()
+    manifest = Path(manifest)
+    size = parse_size(size)
+    pipeline = Path(pipeline) if pipeline is not None else None
+    preset = _check_arguments(factor, backend, aspect, compression, preset, pipeline, shard_size,
+                              max_tries)
+    pipeline_spec = pipeline_dict(pipeline) if pipeline is not None else None
     rows = read_manifest(manifest)
     if "variant" in rows.columns and (rows["variant"] != "").any():
         raise ManifestError(f"{manifest}: already an augment manifest (it has variant rows); "
                             f"augment clean.csv or ingest.csv instead")
     work = Path(work) if work is not None else work_root(manifest.resolve())
-    manifests_dir, shards_dir = work / "manifests", work / "shards"
-    out_manifest = manifests_dir / "augment.csv"
-    record_path = manifests_dir / "augment.json"
-    partial_dir = manifests_dir / ".augment-partial"
-    if out_manifest.resolve() == manifest.resolve():
+    if (work / "manifests" / "augment.csv").resolve() == manifest.resolve():
         raise SegprepError(f"{manifest}: the input is the output augment.csv; pass the clean (or "
                            f"ingest) manifest, or another -o WORK")
     usable = active(rows)
-    excluded = len(rows) - len(usable)
     if usable.empty:
         raise ManifestError(f"{manifest}: no rows to augment: all {len(rows)} rows are excluded"
                             if len(rows) else f"{manifest}: no rows to augment: the manifest is empty")
-    train_samples = int((usable["split"] == "train").sum())
-    if train_samples == 0:
+    if not (usable["split"] == "train").any():
         log.warning("%s: no training rows (not excluded): val/test are only resized", manifest)
-
     options = _options(manifest, factor=factor, size=size, backend=backend, preset=preset,
                        pipeline=pipeline, pipeline_spec=pipeline_spec, aspect=aspect,
                        compression=compression, seed=seed, shard_size=shard_size,
                        max_tries=max_tries)
-    n_workers = max(1, int(workers)) if workers is not None else _available_cores()
-
-    # ---- a finished run: no-op, or refuse to overwrite a different one without --force
-    record = _read_json(record_path) if out_manifest.exists() else None
-    if record is not None and not force:
-        if record.get("options") != options:
-            raise SegprepError(f"{out_manifest} exists from a run with other options "
-                               f"({_differences(record.get('options') or {}, options)}); "
-                               f"pass --force to replace it")
-        shards = [shards_dir / name for name in record.get("shards", [])]
-        if all(path.is_file() for path in shards):
-            log.info("%s is up to date; nothing to do (--force redoes it)", out_manifest)
-            done = read_manifest(out_manifest, check_shards=False)
-            result = AugmentResult(
-                manifest=out_manifest, work=work, rows=len(done), rows_per_split=_summary_counts(done),
-                train_samples=train_samples, factor=factor, shards=shards,
-                bytes=sum(path.stat().st_size for path in shards),
-                seconds=time.perf_counter() - started, samples_per_s=0.0, skipped=True,
-                excluded_not_carried=excluded, fg_lost=int((done["fg_lost"] == "1").sum()),
-                workers=n_workers, options=options)
-            if preview:
-                result.preview = _preview(out_manifest, work, preview)
-            return result
-        log.warning("%s: shards named by the finished run are missing; redoing it", out_manifest)
-    if force or record is not None:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-    # The shards are about to be replaced: an older manifest must not outlive them.
-    for path in (record_path, out_manifest):
-        path.unlink(missing_ok=True)
-
-    # ---- resume: keep the shards of an interrupted run with the same options
-    tasks = _plan(usable, factor, shard_size, manifest.resolve().parent, manifests_dir.resolve())
-    if partial_dir.exists() and _read_json(partial_dir / "options.json") != options:
-        log.info("%s: an interrupted run with other options; starting over", partial_dir)
-        shutil.rmtree(partial_dir)
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(partial_dir / "options.json", options)
-    outcomes: dict[int, ShardOutcome] = {}
-    for task in tasks:
-        saved = _read_json(partial_dir / f"{task.name}.json")
-        if (saved is not None and saved.get("planned") == task.planned_ids()
-                and (shards_dir / task.name).is_file()):
-            outcomes[task.number] = ShardOutcome(task.number, task.name, saved["planned"],
-                                                 saved["rows"], saved["binarized"],
-                                                 [tuple(f) for f in saved["failed"]])
-    todo = [task for task in tasks if task.number not in outcomes]
-    if outcomes:
-        log.info("resuming: %d of %d shards kept from an interrupted run", len(outcomes), len(tasks))
-
+    ensure_writable(work)
+    _check_space(usable, factor, size, compression, work)
     context = _Context(
         spec=BackendSpec(backend=backend, size=size, aspect=aspect, preset=preset,
                          pipeline=pipeline_spec),
-        source_root=str(manifest.resolve().parent), shards_dir=str(shards_dir),
-        partial_dir=str(partial_dir),
-        shard_prefix=Path(os.path.relpath(shards_dir.resolve(), manifests_dir.resolve())).as_posix(),
+        source_root=str(manifest.resolve().parent), shards_dir=str(work / "shards"),
+        blocks_dir=str(work / "manifests" / BLOCKS_DIR),
+        shard_prefix=Path(os.path.relpath((work / "shards").resolve(),
+                                          (work / "manifests").resolve())).as_posix(),
         compression=compression, seed=seed, max_tries=max_tries)
-    total_rows = sum(len(task.items) for task in tasks)
+    n_workers = max(1, int(workers)) if workers is not None else available_cpus()
+    with WorkLock(work, "segprep augment"):
+        result = _run(manifest, usable, len(rows) - len(usable), work, options, context, n_workers,
+                      force, verify, progress, started)
+    if preview:
+        result.preview = _preview(result.manifest, work, preview)
+    return result
+
+
+BLOCKS_DIR = ".augment-shards"
+
+
+def _reusable(tasks: list[ShardTask], blocks_dir: Path, shards_dir: Path, verify: bool
+              ) -> dict[int, ShardOutcome]:
+    """Outcomes of earlier runs whose shards are intact (``verify``: down to every checksum)."""
+    outcomes = {}
+    for task in tasks:
+        saved = read_json(blocks_dir / f"{task.name}.json")
+        if not isinstance(saved, dict) or saved.get("planned") != task.planned_ids():
+            continue
+        if saved["rows"]:
+            checksums = ([(r["image_index"], r["image_sha1"], r["mask_sha1"]) for r in saved["rows"]]
+                         if verify else None)
+            problem = shard_problem(shards_dir / task.name, size=saved.get("size"),
+                                    n=len(saved["rows"]), checksums=checksums)
+            if problem is not None:
+                log.warning("%s: %s; recomputing it", shards_dir / task.name, problem)
+                continue
+        outcomes[task.number] = ShardOutcome(task.number, task.name, saved["planned"], saved["rows"],
+                                             saved["binarized"], [tuple(f) for f in saved["failed"]])
+    return outcomes
+
+
+def _run(manifest: Path, usable: pd.DataFrame, excluded: int, work: Path, options: dict,
+         context: _Context, n_workers: int, force: bool, verify: bool, progress: bool,
+         started: float) -> AugmentResult:
+    manifests_dir, shards_dir = work / "manifests", work / "shards"
+    out_manifest, record_path = manifests_dir / "augment.csv", manifests_dir / "augment.json"
+    blocks_dir = manifests_dir / BLOCKS_DIR
+    record = read_json(record_path) if out_manifest.exists() else None
+    if isinstance(record, dict) and not force and record.get("options") != options:
+        raise SegprepError(f"{out_manifest} exists from a run with other options "
+                           f"({_differences(record.get('options') or {}, options)}); "
+                           f"pass --force to replace it")
+    if force or read_json(blocks_dir / "options.json") != options:
+        shutil.rmtree(blocks_dir, ignore_errors=True)  # another run's (or --force): nothing to keep
+    tasks = _plan(usable, options["factor"], options["shard_size"], manifest.resolve().parent,
+                  manifests_dir.resolve())
+    outcomes = _reusable(tasks, blocks_dir, shards_dir, verify)
+    train_samples = int((usable["split"] == "train").sum())
+    intact = isinstance(record, dict) and record.get("manifest_sha1") == _file_sha1_or_none(out_manifest)
+    if intact and len(outcomes) == len(tasks):
+        log.info("%s is up to date; nothing to do (--force redoes it)", out_manifest)
+        done = read_manifest(out_manifest, check_shards=False)
+        shards = [shards_dir / name for name in record.get("shards", [])]
+        return AugmentResult(
+            manifest=out_manifest, work=work, rows=len(done), rows_per_split=_summary_counts(done),
+            train_samples=train_samples, factor=options["factor"], shards=shards,
+            bytes=sum(path.stat().st_size for path in shards),
+            seconds=time.perf_counter() - started, samples_per_s=0.0, skipped=True,
+            excluded_not_carried=excluded, fg_lost=int((done["fg_lost"] == "1").sum()),
+            workers=n_workers, options=options)
+    rebuilt = len(tasks) - len(outcomes) if isinstance(record, dict) else 0
+    for path in (record_path, out_manifest):  # the shards are about to change
+        path.unlink(missing_ok=True)
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(blocks_dir / "options.json", options)
+    todo = [task for task in tasks if task.number not in outcomes]
+    if outcomes and len(todo):
+        log.info("reusing %d of %d shards of an earlier run", len(outcomes), len(tasks))
     reused_rows = sum(len(outcomes[n].planned) for n in outcomes)
     computing = time.perf_counter()
     shards_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=total_rows, initial=reused_rows, unit="sample", desc="augment",
-               disable=None if progress else True)
-    try:
+    with tqdm(total=sum(len(t.items) for t in tasks), initial=reused_rows, unit="sample",
+              desc="augment", disable=None if progress else True) as bar:
         if todo:
-            pool_size = min(n_workers, len(todo))
-            if pool_size == 1:
-                worker = _Worker(context)
-                for task in todo:
-                    outcomes[task.number] = worker.process(task)
-                    bar.update(len(task.items))
-            else:
-                close_shards()  # no HDF5 handle crosses into the children
-                with _pool_context().Pool(pool_size, initializer=_init_pool_worker,
-                                          initargs=(context,)) as pool:
-                    for outcome in pool.imap_unordered(_pool_process, todo):
-                        outcomes[outcome.number] = outcome
-                        bar.update(len(outcome.planned))
-    finally:
-        bar.close()
-    compute_seconds = time.perf_counter() - computing
-
-    # ---- manifest last, then the record that makes a rerun a no-op
+            close_shards()  # no HDF5 handle crosses into the workers
+            with Pool(min(n_workers, len(todo)), _init_pool_worker, (context,),
+                      preload=[__name__]) as pool:
+                for outcome in pool.imap_unordered(_pool_process, todo):
+                    outcomes[outcome.number] = outcome
+                    bar.update(len(outcome.planned))
     ordered = [outcomes[task.number] for task in tasks]
+    result = _publish(ordered, manifest, out_manifest, record_path, shards_dir, options)
+    computed_rows = sum(len(t.items) for t in tasks) - reused_rows
+    compute_seconds = time.perf_counter() - computing
+    result.update(work=work, train_samples=train_samples, seconds=time.perf_counter() - started,
+                  samples_per_s=computed_rows / compute_seconds if compute_seconds > 0 else 0.0,
+                  reused_shards=len(tasks) - len(todo), computed_rows=computed_rows,
+                  excluded_not_carried=excluded, workers=min(n_workers, max(1, len(todo))),
+                  rebuilt=rebuilt)
+    log.info("wrote %d rows to %s in %.1f s", result["rows"], out_manifest, result["seconds"])
+    return AugmentResult(**result)
+
+
+def _file_sha1_or_none(path: Path) -> str | None:
+    try:
+        return _file_sha1(path)
+    except OSError:
+        return None
+
+
+def _publish(ordered: list[ShardOutcome], manifest: Path, out_manifest: Path, record_path: Path,
+             shards_dir: Path, options: dict) -> dict:
+    """The manifest last, then the record that makes a rerun a no-op; returns the result's
+    fields that the outputs give."""
     out_rows = [row for outcome in ordered for row in outcome.rows]
     if not out_rows:
         raise SegprepError(f"{manifest}: no sample could be read; nothing written "
@@ -516,11 +541,10 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     df = df[list(COLUMNS) + extras + list(LINEAGE_COLUMNS)]
     write_manifest(df, out_manifest)
     shard_names = sorted({outcome.name for outcome in ordered if outcome.rows})
-    _write_json(record_path, {"options": options, "shards": shard_names, "rows": len(df),
-                              "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    atomic_write_json(record_path, {"options": options, "shards": shard_names, "rows": len(df),
+                                    "manifest_sha1": _file_sha1(out_manifest),
+                                    "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
     _remove_stale_shards(shards_dir, keep=set(shard_names))
-    shutil.rmtree(partial_dir, ignore_errors=True)
-
     binarized = sorted({sid for outcome in ordered for sid in outcome.binarized})
     if binarized:
         log.warning("%d masks had values above 1 (raw grey masks, as ingest stores them); "
@@ -529,23 +553,11 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     failed = list(dict.fromkeys(tuple(f) for outcome in ordered for f in outcome.failed))
     for sample_id, reason in failed:
         log.warning("%s: skipped, unreadable: %s", sample_id, reason)
-    computed_rows = total_rows - reused_rows
     shards = [shards_dir / name for name in shard_names]
-    result = AugmentResult(
-        manifest=out_manifest, work=work, rows=len(df), rows_per_split=_summary_counts(df),
-        train_samples=train_samples, factor=factor, shards=shards,
-        bytes=sum(path.stat().st_size for path in shards),
-        seconds=time.perf_counter() - started,
-        samples_per_s=computed_rows / compute_seconds if compute_seconds > 0 else 0.0,
-        reused_shards=len(tasks) - len(todo), computed_rows=computed_rows,
-        excluded_not_carried=excluded, fg_lost=int(df["fg_lost"].sum()),
-        binarized=len(binarized), failed=failed,
-        workers=min(n_workers, max(1, len(todo))),  # a worker per shard at most
-        options=options)
-    if preview:
-        result.preview = _preview(out_manifest, work, preview)
-    log.info("wrote %d rows to %s in %.1f s", len(df), out_manifest, result.seconds)
-    return result
+    return dict(manifest=out_manifest, rows=len(df), rows_per_split=_summary_counts(df),
+                factor=options["factor"], shards=shards,
+                bytes=sum(path.stat().st_size for path in shards), fg_lost=int(df["fg_lost"].sum()),
+                binarized=len(binarized), failed=failed, options=options)
 
 
 def _remove_stale_shards(shards_dir: Path, keep: set[str]) -> None:

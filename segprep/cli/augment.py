@@ -59,12 +59,16 @@ def _where(path: Path) -> str:
 # The option's first name, kept working for scripts written before -o became --out.
 @click.option("--work", "work_alias", type=click.Path(path_type=Path, file_okay=False),
               default=None, hidden=True)
+@click.option("--verify", is_flag=True,
+              help="Before calling a rerun a no-op, check every stored row's checksum (reads "
+                   "everything); without it, shard sizes, headers and counts are checked.")
 @click.option("--force", is_flag=True,
               help="Redo a finished run (the same options again are a no-op; other options "
                    "are an error without --force).")
 def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | None,
             pipeline: Path | None, aspect: str, compression: str, seed: int, workers: int | None,
-            preview: int, work: Path | None, work_alias: Path | None, force: bool) -> None:
+            preview: int, work: Path | None, work_alias: Path | None, verify: bool,
+            force: bool) -> None:
     """Augment the training split FACTOR times and resize val/test to SIZE.
 
     Reads MANIFEST (clean.csv, or ingest.csv), writes WORK/shards/augment-*.h5 (fixed size,
@@ -85,7 +89,8 @@ def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | 
 
     result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,
                          pipeline=pipeline, aspect=aspect, compression=compression, seed=seed,
-                         workers=workers, preview=preview, work=work, force=force)
+                         workers=workers, preview=preview, work=work, force=force,
+                         verify=verify)
     if result.skipped:
         click.echo(f"augment: {_where(result.manifest)} is up to date (finished earlier with the "
                    f"same options); nothing to do. --force redoes it.")
@@ -97,7 +102,10 @@ def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | 
                    f"test {splits['test']}")
         click.echo(f"  time: {result.seconds:.1f} s, {result.samples_per_s:.1f} samples/s "
                    f"({result.workers} worker{'s' if result.workers != 1 else ''})")
-        if result.reused_shards:
+        if result.rebuilt:
+            click.echo(f"  rebuilt: {result.rebuilt} damaged shard(s) of the finished run "
+                       f"recomputed, {result.reused_shards} intact ones kept")
+        elif result.reused_shards:
             click.echo(f"  resumed: {result.reused_shards} of {len(result.shards)} shards kept "
                        f"from an interrupted run")
     click.echo(f"  shards: {_where(result.work / 'shards')}/augment-*.h5 ({len(result.shards)} "

@@ -64,6 +64,9 @@ _D = CleanOptions()
               help="(Near-)duplicates whose masks have a Dice below this disagree (conflict).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: all cores]; the output is the same for any number.")
+@click.option("--verify", is_flag=True,
+              help="Before calling a rerun a no-op, check every clean mask's checksum; without "
+                   "it, shard sizes, headers and counts are checked.")
 @click.option("--force", is_flag=True,
               help="Redo a finished run (the same input and options again are a no-op; other "
                    "options are an error without --force).")
@@ -71,7 +74,8 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
           nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool,
           inverted_fg: float, inverted_border: float, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
-          near_min_corr: float, dice_min: float, workers: int | None, force: bool) -> None:
+          near_min_corr: float, dice_min: float, workers: int | None, verify: bool,
+          force: bool) -> None:
     """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
     repaired with certainty, exclude what is certainly unusable, flag the rest, and write
     WORK/manifests/clean.csv, class-index masks (0/1) in WORK/shards/clean-*.h5,
@@ -98,5 +102,5 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
         repair=not no_repair, strict=strict,
         misaligned_z=misaligned_z, area_z=area_z, phash_distance=phash_distance,
         near_min_corr=near_min_corr, dice_min=dice_min)
-    result = run_clean(manifest, work, options, workers=workers, force=force)
+    result = run_clean(manifest, work, options, workers=workers, force=force, verify=verify)
     click.echo(result.summary())

@@ -28,11 +28,15 @@ import click
 @click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000, show_default=True,
               help="Largest image or mask decoded (width x height, read from the file's header "
                    "first); a larger file is reported unreadable instead of filling memory.")
+@click.option("--verify", is_flag=True,
+              help="Before calling a rerun a no-op, check every stored sample's checksum (reads "
+                   "everything); without it, shard sizes, headers and counts are checked.")
 @click.option("--force", is_flag=True,
-              help="Redo everything, even when nothing changed (an unchanged rerun is a no-op).")
+              help="Redo everything, even when nothing changed, and replace a finished ingest "
+                   "of other sources or options (without it that is an error).")
 def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: float,
            split_seed: int, splits_file: Path | None, workers: int | None, max_pixels: int,
-           force: bool) -> None:
+           verify: bool, force: bool) -> None:
     """Read raw dataset folders into HDF5 shards and WORK/manifests/ingest.csv.
 
     Each SRC is a dataset as downloaded (or a folder holding one); its layout is detected
@@ -48,5 +52,5 @@ def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: fl
 
     result = run_ingest(list(srcs), work, layout=layout, val=val, test=test, split_seed=split_seed,
                         splits_file=splits_file, workers=workers, force=force,
-                        max_pixels=max_pixels)
+                        verify=verify, max_pixels=max_pixels)
     click.echo(result.summary())

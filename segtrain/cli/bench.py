@@ -11,7 +11,7 @@ from segtrain.cli.run import run as _run_command
 
 # Every `segtrain run` option except those a bench decides per run (model, loss, out, resume).
 _RUN_OPTIONS = [p for p in _run_command.params
-                if p.name not in ("manifest", "model", "loss", "out", "resume", "config_file")]
+                if p.name not in ("manifest", "model", "loss", "out", "resume", "force", "config_file")]
 
 
 def _names(text: str | None) -> list[str]:

@@ -46,7 +46,10 @@ def _help(text: str, key: str) -> str:
 @click.option("--normalize", help=_help("Input normalisation: imagenet or unit.", "normalize"))
 @click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False),
               help="Run folder [default: runs/<model>-<loss>].")
-@click.option("--resume/--no-resume", default=None, help="Continue from <out>/last.pt.")
+@click.option("--resume/--no-resume", default=None,
+              help="Continue from <out>/last.pt (a folder without one starts fresh, and says so).")
+@click.option("--force/--no-force", default=None,
+              help="Replace an earlier run in the run folder (without it, or --resume, that is an error).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML or JSON file with any of these options (the command line wins).")
 def run(config_file: Path | None, compile_: bool | None, **options) -> None:

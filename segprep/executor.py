@@ -1,0 +1,154 @@
+"""Worker processes for the stages: one start-method policy, workers that die with their parent.
+
+Start method: a fork server where the platform has one, spawn elsewhere; never a plain fork.
+A stage's parent has used OpenCV and HDF5 before it starts workers (reading a manifest opens
+shards), and both hold threads and locks that a forked child can inherit locked (seen as
+workers hanging at 0% CPU). The fork server imports the modules named in ``preload`` once, so
+each worker starts warm.
+
+Every worker runs :func:`worker_setup` first: it asks the kernel to kill it when its parent
+dies (``PR_SET_PDEATHSIG``, Linux; a watcher thread elsewhere), so ``kill -9`` of a stage
+leaves no orphaned workers, and it pins OpenCV to one thread (N workers already fill N cores).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def pool_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
+    """The start method of every stage's workers (see the module docstring)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["segprep.executor", *preload])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def die_with_parent() -> None:
+    """Make this process end when its parent does."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+                return
+        except OSError:
+            pass
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def worker_setup(initializer: Callable[..., None] | None = None, args: tuple = ()) -> None:
+    """What every stage worker runs first, then the stage's own ``initializer(*args)``."""
+    die_with_parent()
+    import cv2
+    cv2.setNumThreads(1)
+    if initializer is not None:
+        initializer(*args)
+
+
+class Pool:
+    """``workers`` processes started by :func:`pool_context`, each set up by
+    :func:`worker_setup`; with one worker, everything runs inline in this process (same
+    results, no process to start). Use as a context manager: leaving it terminates the workers.
+    """
+
+    def __init__(self, workers: int, initializer: Callable[..., None] | None = None,
+                 initargs: tuple = (), preload: Iterable[str] = ()) -> None:
+        self.workers = max(1, int(workers))
+        self._inline = self.workers == 1
+        self._pool = None
+        if self._inline:
+            if initializer is not None:
+                initializer(*initargs)
+        else:
+            self._pool = pool_context(preload).Pool(
+                self.workers, initializer=worker_setup, initargs=(initializer, initargs))
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]:
+        """Results in the order of ``items``."""
+        if self._inline:
+            return map(fn, items)
+        return self._pool.imap(fn, items, chunksize=chunksize)
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """Results as they finish."""
+        if self._inline:
+            return map(fn, items)
+        return self._pool.imap_unordered(fn, items)
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any], chunksize: int = 1) -> list[Any]:
+        return list(self.imap(fn, items, chunksize))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _cgroup_cpus() -> float | None:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max``, v1 ``cfs_quota_us``), in CPUs;
+    None when there is none or it cannot be read."""
+    candidates = []
+    try:
+        for line in open("/proc/self/cgroup", encoding="utf-8"):
+            parts = line.strip().split(":", 2)
+            if len(parts) == 3 and parts[0] == "0":
+                candidates.append(f"/sys/fs/cgroup{parts[2].rstrip('/')}/cpu.max")
+    except OSError:
+        pass
+    candidates.append("/sys/fs/cgroup/cpu.max")
+    for path in candidates:
+        try:
+            quota, period = open(path, encoding="utf-8").read().split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota == "max" else int(quota) / int(period)
+    try:
+        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="utf-8").read())
+        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may actually use: its CPU affinity, capped by its cgroup's CPU
+    quota (a container or a cluster job's share), never the machine's core count."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota)))
+    return max(1, cpus)
+
+
+default_workers = available_cpus
