@@ -34,11 +34,11 @@ test: $(VENV)/.installed-test
 demo: $(VENV)/.installed-test
 	$(BIN)/segprep synth $(DEMO_DIR)/raw --layout kvasir-seg --n 80 --size 128x128 --noise 0.15 --seed 0 --force
 	$(BIN)/segprep ingest $(DEMO_DIR)/raw -o $(DEMO_DIR)/work
-	$(BIN)/segprep clean $(DEMO_DIR)/work/manifests/ingest.csv
+	$(BIN)/segprep clean $(DEMO_DIR)/work/manifests/ingest.csv --strict
 	$(BIN)/segprep augment $(DEMO_DIR)/work/manifests/clean.csv --factor 5 --size 128 --preview 4
 	$(BIN)/segtrain run $(DEMO_DIR)/work/manifests/augment.csv --model unet --loss bce+dice \
 		--base-channels 16 --epochs 4 --batch-size 8 --out $(DEMO_DIR)/runs/unet
-	$(BIN)/segtrain bench $(DEMO_DIR)/work/manifests/augment.csv --models unet,resunetpp \
+	$(BIN)/segtrain bench $(DEMO_DIR)/work/manifests/augment.csv --models unet,sa-unet \
 		--losses bce,dice --base-channels 8 --epochs 2 --out $(DEMO_DIR)/runs/bench
 	@echo
 	@echo "demo outputs:"

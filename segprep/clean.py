@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from segprep.progress import progress as progress_bar
 
 from segprep.checks import CODES, code_order
 from segprep.checks.alignment import measure
@@ -575,8 +575,8 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
     try:
         with ShardSequence(staging, SHARD_PREFIX, STAGE) as sequence:
             iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
-            for sample in tqdm(iterator, total=len(tasks), desc="clean", unit="sample",
-                               disable=None if progress else True):
+            for sample in progress_bar(iterator, total=len(tasks), desc="clean", unit="sample",
+                                       enabled=progress):
                 placements.append(sequence.add(sample_id=rows[sample.position]["sample_id"],
                                                mask=sample.mask))
                 sample.mask = None  # the shard has it; keep memory flat

@@ -34,13 +34,13 @@ from typing import Callable
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from segprep.errors import DecodeError, SegprepError
 from segprep.executor import Pool, available_cpus
 from segprep.hashing import array_sha1, image_hashes, phash_hex
 from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey
 from segprep.manifest import COLUMNS, write_manifest
+from segprep.progress import progress
 from segprep.readers import RawPair, Source, resolve_sources
 from segprep.readers.base import natural_key
 from segprep.shards import ShardWriter, shard_problem
@@ -126,8 +126,9 @@ class IngestResult:
         sp = self.splits
         if sp:
             buckets = ", ".join(f"{k}: {v}" for k, v in sp["group_sizes"].items() if v)
-            largest = ", ".join(f"{g} ({n})" for g, n in sp["largest_groups"])
-            lines.append(f"groups: {sp['n_groups']} (sizes {buckets}; largest {largest})")
+            largest = ", ".join(f"{g} ({n})" for g, n in sp["largest_groups"] if n > 1)
+            lines.append(f"groups: {sp['n_groups']} (sizes {buckets}; "
+                         + (f"largest {largest})" if largest else "every group is one sample)"))
             bits = sp["near_duplicate_bits"]
             # 0 bits: the layout's images are known to be distinct (DRIVE); only exact copies count
             within = f"phash <= {bits} bits" if bits else "identical phash only"
@@ -403,7 +404,7 @@ def _finished(block: BlockTask, verify: bool = False) -> dict | None:
     return meta
 
 
-def _run_blocks(pending: list[BlockTask], workers: int, bar: tqdm) -> dict[int, dict]:
+def _run_blocks(pending: list[BlockTask], workers: int, bar) -> dict[int, dict]:
     """Run blocks on worker processes (inline with one); each writes its own shard and meta.
     Interrupted or failed: the workers are ended, and a restart reuses every finished block."""
     done: dict[int, dict] = {}
@@ -512,7 +513,7 @@ def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: st
     shard_dir.mkdir(parents=True, exist_ok=True)
     reused = len(metas)
     pending = [b for b in blocks if b.number not in metas]
-    with tqdm(total=len(plan.tasks), desc="ingest", unit="sample", disable=None) as bar:
+    with progress(total=len(plan.tasks), desc="ingest", unit="sample") as bar:
         bar.update(sum(len(b.tasks) for b in blocks if b.number in metas))
         metas.update(_run_blocks(pending, workers, bar))
 

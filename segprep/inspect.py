@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from segprep.errors import SegprepError
 from segprep.hashing import array_sha1
 from segprep.manifest import SPLITS, STATUSES, read_manifest
+from segprep.progress import progress
 from segprep.shards import close_shards, load_sample
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ def verify(manifest: Path) -> VerifyResult:
     has = {column: column in df.columns for column in ("image_sha1", "mask_sha1", "has_roi")}
     result = VerifyResult(manifest, len(df))
     try:
-        for position, (_, row) in enumerate(tqdm(df.iterrows(), total=len(df), desc="verify",
-                                                 unit="sample", disable=None)):
+        for position, (_, row) in enumerate(progress(df.iterrows(), total=len(df), desc="verify",
+                                                     unit="sample")):
             for problem in _check_row(root, row, has):
                 result.failures.append((position + 2, row["sample_id"], problem))
     finally:

@@ -10,7 +10,6 @@ relative paths, so the report folder can be moved or zipped.
 
 from __future__ import annotations
 
-import html
 import logging
 from pathlib import Path
 
@@ -196,32 +195,67 @@ def render_sample(task: dict) -> dict:
 
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:2px solid #ccc;padding-bottom:.2em}
-table.counts{border-collapse:collapse} table.counts td,table.counts th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-table.counts td:first-child,table.counts th:first-child,table.counts td.desc{text-align:left}
-.error{color:#b00020;font-weight:600} .warning{color:#a15c00} .info{color:#555}
-.leak{background:#fde7ea;border:1px solid #b00020;padding:.6em 1em;margin:1em 0}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.6em 0}
-.card .id{font-family:monospace;font-weight:600;font-size:1.05em}
-.strip{margin:.4em 0 0 0;overflow-x:auto} .strip img{display:block;border:1px solid #999}
-.caps{display:flex;gap:4px;font-size:.8em;color:#555} .caps span{text-align:center;flex:none}
-ul.codes{margin:.3em 0 0 1.2em;padding:0;font-size:.92em}
-.legend span{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 1em;border:1px solid #666}
-table.plain{border-collapse:collapse;font-size:.92em} table.plain td,table.plain th{border:1px solid #ddd;padding:2px 6px;text-align:left}
-"""
-
 _CAPTIONS = {"image": "image", "raw": "raw mask (as stored)", "raw-overlay": "raw mask outline",
              "clean": "cleaned mask (as stored)", "partner": "partner"}
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text))
+_TEMPLATE = "clean_report.html.j2"
 
 
 def _rgb(colour: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % colour
+
+
+def _strength(finding: Finding) -> float:
+    """How strong a finding is by its code's measure, larger first (see Code.worst)."""
+    worst = CODES[finding.code].worst if finding.code in CODES else "high"
+    value = float(finding.value)
+    return -value if worst == "low" else abs(value) if worst == "abs" else value
+
+
+def _sections(df: pd.DataFrame, findings: list[list[Finding]], statuses: list[str],
+              extra: list[tuple[str, str, Finding]], files: dict[int, dict]) -> list[dict]:
+    """One section per code: decisions first (codes that excluded, then codes that flagged),
+    then notes, then routine repairs (collapsed); the strongest findings of a code on top."""
+    by_code: dict[str, list[tuple[int, Finding]]] = {}
+    for i, found in enumerate(findings):
+        for f in found:
+            by_code.setdefault(f.code, []).append((i, f))
+    extra_by_code: dict[str, list[tuple[str, str, Finding]]] = {}
+    for item in extra:
+        extra_by_code.setdefault(item[2].code, []).append(item)
+    sections = []
+    for code in set(by_code) | set(extra_by_code):
+        info = CODES.get(code)
+        members = sorted(by_code.get(code, []), key=lambda m: (-_strength(m[1]), m[0]))
+        actions = {f.action for _, f in members} | {f.action for _, _, f in extra_by_code.get(code, [])}
+        routine = bool(info and info.routine) and actions <= {"repaired"}
+        group = (0 if "excluded" in actions else 1 if "flagged" in actions else
+                 3 if routine else 2)
+        shown = [i for i, _ in members if i in files]
+        cards = []
+        for i in dict.fromkeys(shown):
+            row = df.iloc[i]
+            partner = next((f.partner for f in findings[i] if f.partner), "")
+            cards.append({
+                "sample_id": row["sample_id"], "split": row["split"], "height": row["height"],
+                "width": row["width"], "status": statuses[i],
+                "findings": sorted(findings[i], key=lambda f: code_order(f.code)),
+                "strip": files[i],
+                "captions": [(_CAPTIONS[key] + (f": {partner}" if key == "partner" else ""), width)
+                             for key, width in files[i]["panels"]]})
+        values = [float(f.value) for _, f in members]
+        sections.append({
+            "group": group, "order": code_order(code), "code": code,
+            "count": len({i for i, _ in members}) + len(extra_by_code.get(code, [])),
+            "severity": info.severity if info else "warning",
+            "description": info.description if info else "", "value": info.value if info else "",
+            "loose": [(sid, f.message) for sid, _, f in extra_by_code.get(code, [])],
+            "cards": cards,
+            "plain": [(df.iloc[i]["sample_id"], f"{f.value:g}", f.message) for i, f in members
+                      if i not in files],
+            "routine": (f"all repaired ({info.value}: {min(values):g} to {max(values):g})"
+                        if routine and values else ""),
+        })
+    return sorted(sections, key=lambda s: (s["group"], s["order"]))
 
 
 def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
@@ -229,11 +263,13 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
                  statuses: list[str], extra: list[tuple[str, str, Finding]], counts: pd.DataFrame,
                  leakage: list[tuple], *, threshold: str | float = "mid", pool=None,
                  rendered: dict[int, dict] | None = None) -> Path:
-    """Write ``out_dir/index.html`` and ``out_dir/thumbs/``. ``findings[i]`` and
-    ``statuses[i]`` belong to row i of ``df``; ``extra`` are findings without a manifest row
-    (ingest's unreadable/unpaired files). ``rendered`` maps row positions to strips already
-    written to ``out_dir/thumbs`` (by the workers, while they had the sample in memory);
+    """Write ``out_dir/index.html`` (from templates/clean_report.html.j2) and ``out_dir/thumbs/``.
+    ``findings[i]`` and ``statuses[i]`` belong to row i of ``df``; ``extra`` are findings without
+    a manifest row (ingest's unreadable/unpaired files). ``rendered`` maps row positions to strips
+    already written to ``out_dir/thumbs`` (by the workers, while they had the sample in memory);
     samples with a partner are drawn again, with it."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     out_dir = Path(out_dir)
     thumbs = out_dir / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -266,92 +302,19 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
         else [render_sample(t) for t in tasks]
     files = {**done, **{t["position"]: d for t, d in zip(tasks, drawn)}}
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>segprep clean report</title>"
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>segprep clean report</h1>"]
     status = pd.Series(statuses, dtype=str)
-    parts.append(f"<p>{len(df)} samples: {int((status == 'ok').sum())} ok, "
-                 f"{int((status == 'repaired').sum())} repaired, {int((status == 'excluded').sum())} "
-                 f"excluded; {len(flagged)} flagged below"
-                 f"{f', {len(extra)} files ingest could not use' if extra else ''}.</p>")
-    parts.append("<p class='legend'>Outlines:<span style='background:" + _rgb(RAW_COLOUR) +
-                 "'></span>raw mask<span style='background:" + _rgb(CLEAN_COLOUR) +
-                 "'></span>cleaned mask<span style='background:" + _rgb(REMOVED_COLOUR) +
-                 "'></span>removed by the repair (squares: where the repair changed the mask)"
-                 "<span style='background:" + _rgb(ADDED_COLOUR) +
-                 "'></span>added by the repair<span style='background:#fff'></span>field of view</p>")
-    if leakage:
-        parts.append(f"<div class='leak'><b class='error'>leakage: {len(leakage)} near-identical "
-                     f"pair(s) in different splits</b><ul>")
-        parts += [f"<li><code>{_esc(a)}</code> ({_esc(sa)}) &harr; <code>{_esc(b)}</code> "
-                  f"({_esc(sb)}), phash distance {d}</li>" for a, sa, b, sb, d in leakage]
-        parts.append("</ul></div>")
-
-    parts.append("<table class='counts'><tr><th>code</th><th>severity</th><th>found</th>"
-                 "<th>repaired</th><th>excluded</th><th>flagged</th><th>what it means</th></tr>")
-    for row in counts.to_dict("records"):
-        code = row["code"]
-        description = CODES[code].description if code in CODES else ""
-        parts.append(f"<tr><td><a href='#{_esc(code)}'>{_esc(code)}</a></td>"
-                     f"<td class='{_esc(row['severity'])}'>{_esc(row['severity'])}</td>"
-                     f"<td>{row['found']}</td><td>{row['repaired']}</td><td>{row['excluded']}</td>"
-                     f"<td>{row['flagged']}</td><td class='desc'>{_esc(description)}</td></tr>")
-    parts.append("</table>")
-
-    by_code: dict[str, list[int]] = {}
-    for i, fs in enumerate(findings):
-        for f in fs:
-            members = by_code.setdefault(f.code, [])
-            if not members or members[-1] != i:
-                members.append(i)
-    extra_by_code: dict[str, list[tuple[str, str, Finding]]] = {}
-    for item in extra:
-        extra_by_code.setdefault(item[2].code, []).append(item)
-
-    for code in sorted(set(by_code) | set(extra_by_code), key=code_order):
-        members = by_code.get(code, [])
-        loose = extra_by_code.get(code, [])
-        info = CODES.get(code)
-        parts.append(f"<h2 id='{_esc(code)}'>{_esc(code)} ({len(members) + len(loose)})</h2>")
-        if info:
-            parts.append(f"<p class='{info.severity}'>{_esc(info.description)}. "
-                         f"Value: {_esc(info.value)}.</p>")
-        if loose:
-            parts.append("<table class='plain'><tr><th>sample</th><th>reason</th></tr>")
-            parts += [f"<tr><td><code>{_esc(sid)}</code></td><td>{_esc(f.message)}</td></tr>"
-                      for sid, _, f in loose]
-            parts.append("</table>")
-        shown = [i for i in members if i in files]
-        plain = [i for i in members if i not in files]
-        for i in shown:
-            parts.append(_card(df.iloc[i], status.iloc[i], findings[i], files[i]))
-        if plain:
-            parts.append("<table class='plain'><tr><th>sample</th><th>value</th><th>message</th></tr>")
-            for i in plain:
-                for f in findings[i]:
-                    if f.code == code:
-                        parts.append(f"<tr><td><code>{_esc(ids[i])}</code></td><td>{f.value:g}</td>"
-                                     f"<td>{_esc(f.message)}</td></tr>")
-            parts.append("</table>")
-    parts.append("</body></html>")
+    environment = Environment(loader=PackageLoader("segprep", "templates"),
+                              autoescape=select_autoescape(["html", "j2"]))
+    html = environment.get_template(_TEMPLATE).render(
+        n_samples=len(df), n_ok=int((status == "ok").sum()),
+        n_repaired=int((status == "repaired").sum()), n_excluded=int((status == "excluded").sum()),
+        n_flagged=len(flagged), n_extra=len(extra), leakage=leakage,
+        colours={"raw": _rgb(RAW_COLOUR), "clean": _rgb(CLEAN_COLOUR),
+                 "removed": _rgb(REMOVED_COLOUR), "added": _rgb(ADDED_COLOUR)},
+        counts=[{**row, "description": CODES[row["code"]].description if row["code"] in CODES else ""}
+                for row in counts.to_dict("records")],
+        sections=_sections(df, findings, statuses, extra, files))
     path = out_dir / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(html, encoding="utf-8")
     log.info("wrote %s (%d flagged samples)", path, len(flagged))
     return path
-
-
-def _card(row: pd.Series, status: str, findings: list[Finding], files: dict) -> str:
-    items = []
-    for f in sorted(findings, key=lambda f: code_order(f.code)):
-        items.append(f"<li><b class='{f.severity}'>{_esc(f.code)}</b> = {f.value:g} "
-                     f"[{_esc(f.action)}] {_esc(f.message)}</li>")
-    partner = next((f.partner for f in findings if f.partner), "")
-    captions = "".join(
-        f"<span style='width:{width}px'>{_esc(_CAPTIONS[key] + (f': {partner}' if key == 'partner' else ''))}</span>"
-        for key, width in files["panels"])
-    strip = (f"<figure class='strip'><img loading='lazy' src='thumbs/{_esc(files['file'])}' "
-             f"alt='panels of {_esc(row['sample_id'])}'><div class='caps'>{captions}</div></figure>")
-    return (f"<div class='card'><span class='id'>{_esc(row['sample_id'])}</span> "
-            f"&middot; split {_esc(row['split'])} &middot; {row['height']}x{row['width']} "
-            f"&middot; status <b>{_esc(status)}</b><ul class='codes'>{''.join(items)}</ul>"
-            f"{strip}</div>")

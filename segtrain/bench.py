@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from segprep.work import atomic_write_csv, atomic_write_text
 from segtrain.config import CONFIG_KEYS, RunConfig, parse_size
 from segtrain.errors import SegtrainError
 
@@ -225,13 +226,15 @@ def run_jobs(jobs: Sequence[Job], *,
              train: Callable[[RunConfig], dict[str, Any]] | None = None,
              on_start: Callable[[int, int, Job, str], None] | None = None,
              on_done: Callable[[int, int, Job, dict[str, Any] | None, str | None], None] | None = None,
+             on_epoch: Callable[[Job, dict[str, float]], None] | None = None,
              ) -> list[tuple[Job, dict[str, Any] | None, str | None]]:
     """Run (or reuse) every job, one after another. Returns ``(job, summary, error)`` triples.
 
     A job whose run folder holds ``summary.json`` is reused; one with ``last.pt`` is resumed;
     otherwise it starts afresh. A run that fails with an expected error (a NaN loss, a model
     that cannot take the size) is recorded and the bench goes on; re-running the bench retries it.
-    ``on_start(i, n, job, action)`` gets action ``run``/``resume``, ``on_done`` the outcome.
+    ``on_start(i, n, job, action)`` gets action ``run``/``resume``, ``on_done`` the outcome,
+    ``on_epoch(job, row)`` every epoch's history row (so a long bench shows it is alive).
     """
     from segprep.errors import SegprepError
 
@@ -260,7 +263,11 @@ def run_jobs(jobs: Sequence[Job], *,
             on_start(i, len(jobs), job, action)
         log.info("[%d/%d] %s %s", i, len(jobs), action, job.out)
         try:
-            summary, error = train(job.config), None
+            if on_epoch is None:
+                summary = train(job.config)
+            else:
+                summary = train(job.config, on_epoch=lambda row, job=job: on_epoch(job, row))
+            error = None
         except SegprepError as exc:  # SegtrainError is one too
             summary, error = None, str(exc)
             log.warning("%s failed: %s", job.out, error)
@@ -432,28 +439,52 @@ def plot_leaderboard(frame: pd.DataFrame, path: Path, title: str = "segtrain ben
     return path
 
 
-def write_leaderboard(frame: pd.DataFrame, out: Path, *, title: str = "") -> dict[str, Path]:
+# A test split this small measures Dice to within a few hundredths: rows closer than that
+# are not ranked by the data (the standard error of a mean Dice of ~0.1 spread over n images).
+SMALL_TEST = 30
+
+
+def small_test_warning(n_test: int) -> str:
+    """A warning line for a leaderboard measured on few test images, or ""."""
+    if n_test >= SMALL_TEST:
+        return ""
+    return (f"WARNING: the test split has {n_test} image(s): test Dice is uncertain by about "
+            f"{0.2 / max(n_test, 1) ** 0.5:.2f} (twice the standard error of a mean of per-image "
+            f"Dice spread 0.1); closer rows are not told apart")
+
+
+def write_leaderboard(frame: pd.DataFrame, out: Path, *, title: str = "", n_test: int | None = None
+                      ) -> dict[str, Path]:
     """``leaderboard.csv`` (every column, full precision), ``leaderboard.md`` (the printed table
-    and the best row) and ``leaderboard.png``, each written atomically."""
+    and the best row, with a warning when the test split is small) and ``leaderboard.png``,
+    each written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md", "png": out / "leaderboard.png"}
-    tmp = paths["csv"].with_name("leaderboard.csv.tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(paths["csv"])
+    atomic_write_csv(paths["csv"], frame, float_format="%.6g")
     failed = frame[frame["errors"] != ""]
+    warning = small_test_warning(n_test) if n_test is not None else ""
     text = [f"# {title or 'segtrain bench'}", "", markdown_table(format_leaderboard(frame)), "",
-            best_line(frame) + ".", ""]
+            best_line(frame) + ".", ""] + ([warning, ""] if warning else [])
     if len(failed):
         text += ["Failed runs:", ""] + [f"- {_row_label(r)}: {r['errors']}" for _, r in failed.iterrows()] + [""]
     text += ["Test Dice and IoU: mean over test images of each run, then mean ± std over seeds. "
              "GMACs: one image at the training size. Speeds and wall time: mean over seeds.", ""]
-    tmp = paths["md"].with_name("leaderboard.md.tmp")
-    tmp.write_text("\n".join(text), encoding="utf-8")
-    tmp.replace(paths["md"])
+    atomic_write_text(paths["md"], "\n".join(text))
     plot_leaderboard(frame, paths["png"], title=title or "segtrain bench")
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+def test_count(table: pd.DataFrame) -> int:
+    from segprep.manifest import active
+    return len(active(table, "test"))
+
+
+def dataset_title(table: pd.DataFrame, manifest: Path) -> str:
+    """What the leaderboard was measured on: the manifest's sources and where it is."""
+    sources = ", ".join(dict.fromkeys(table["source"])) or "no samples"
+    return f"segtrain bench: {sources} ({test_count(table)} test images; {manifest})"
 
 
 def run_bench(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out: Path,
@@ -461,11 +492,12 @@ def run_bench(manifest: Path | str, combos: Sequence[Combination], *, seeds: int
     """Plan, run (or reuse) every job, write the leaderboard files. ``hooks`` go to ``run_jobs``."""
     from segprep.manifest import read_manifest
 
-    read_manifest(Path(manifest))  # a bad manifest is one error now, not one failure per run
+    table = read_manifest(Path(manifest))  # a bad manifest is one error now, not one failure per run
     jobs = plan(manifest, combos, seeds=seeds, out=out, base=base)
     results = run_jobs(jobs, **hooks)
     frame = leaderboard(results)
-    paths = write_leaderboard(frame, out, title=f"segtrain bench: {Path(manifest).name}")
+    paths = write_leaderboard(frame, out, title=dataset_title(table, Path(manifest)),
+                              n_test=test_count(table))
     return frame, paths
 
 
@@ -625,13 +657,9 @@ def write_speed(frame: pd.DataFrame, out: Path, *, title: str) -> dict[str, Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "speed.csv", "md": out / "speed.md"}
-    tmp = paths["csv"].with_name("speed.csv.tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(paths["csv"])
+    atomic_write_csv(paths["csv"], frame, float_format="%.6g")
     text = [f"# {title}", "", markdown_table(format_speed(frame)), "",
             "Random tensors; train = forward + BCE + backward + Adam step; infer = eval-mode forward. "
             "Peak memory: CUDA only.", ""]
-    tmp = paths["md"].with_name("speed.md.tmp")
-    tmp.write_text("\n".join(text), encoding="utf-8")
-    tmp.replace(paths["md"])
+    atomic_write_text(paths["md"], "\n".join(text))
     return paths

@@ -105,7 +105,9 @@ def image_to_tensor(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tor
     return torch.from_numpy(out)
 
 
-def _resize(array: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+def resize(array: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+    """To (H, W): images area-averaged when shrinking, linear when growing; masks and ROIs
+    (``smooth=False``) nearest. The one resize of training, evaluation and prediction."""
     height, width = size
     if array.shape[:2] == (height, width):
         return array
@@ -278,11 +280,15 @@ class ShardDataset(Dataset):
                             "them to class 1", self.manifest_path, self._ids[i])
                 self._warned_raw = True
             mask = (mask > 127).view(np.uint8)
+        if roi is not None:
+            # ingest stores a field of view as decoded (DRIVE's GIFs: 0/255); the loss and the
+            # metrics weigh pixels by it, so it must be 0/1 on every path
+            roi = (roi != 0).view(np.uint8)
         if self._resize:
-            image = _resize(image, self.size, smooth=True)
-            mask = _resize(mask, self.size, smooth=False)
+            image = resize(image, self.size, smooth=True)
+            mask = resize(mask, self.size, smooth=False)
             if roi is not None:
-                roi = _resize(roi, self.size, smooth=False)
+                roi = resize(roi, self.size, smooth=False)
         return image, mask, roi
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -22,11 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from segprep.work import atomic_write_csv
+
 from segtrain.metrics import COUNT_NAMES, METRIC_NAMES, image_metrics
 
 log = logging.getLogger(__name__)
 
-PER_IMAGE_COLUMNS = ("sample_id", *METRIC_NAMES, *COUNT_NAMES)
+# issues: the sample's clean findings (a test image whose mask clean flagged is scored against
+# that mask: its metrics say as much about the label as about the model)
+PER_IMAGE_COLUMNS = ("sample_id", *METRIC_NAMES, *COUNT_NAMES, "issues")
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -94,7 +98,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, thresh
     (synchronised on CUDA), which is what inference images/s are computed from.
     Samples of different sizes are run one at a time.
     """
-    from tqdm import tqdm
+    from segprep.progress import progress as progress_bar
 
     from segtrain.data import make_loader
 
@@ -107,7 +111,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, thresh
     divisor = int(getattr(model, "required_divisor", 1) or 1)
     rows: list[dict[str, Any]] = []
     forward_seconds = 0.0
-    for batch in tqdm(loader, desc="evaluate", disable=None if progress else True, leave=False):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", enabled=progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -142,8 +146,4 @@ def write_per_image(rows: list[dict[str, Any]], path: Path) -> Path:
     frame = pd.DataFrame(rows)
     columns = [c for c in PER_IMAGE_COLUMNS if c in frame.columns]
     frame = frame[columns].sort_values("sample_id", kind="stable")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_csv(Path(path), frame, float_format="%.6g")

@@ -24,13 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from segprep.imageio import IMAGE_SUFFIXES, read_image
+from segprep.progress import progress
+
+from segprep.errors import SegprepError
 from segtrain.errors import SegtrainError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CONTOUR_BGR = (0, 255, 255)  # yellow: visible on endoscopy, dermoscopy and fundus images alike
 
 
@@ -42,24 +44,9 @@ class Item:
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    """uint8 RGB (H, W, 3) from any file cv2 decodes (grey, 16-bit and RGBA become 8-bit RGB).
-
-    np.fromfile + imdecode rather than imread: imread fails silently on some non-ASCII paths.
-    """
-    path = Path(path)
-    try:
-        buffer = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise SegtrainError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if buffer.size == 0:
-        raise SegtrainError(f"{path}: empty file")
-    try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None:
-        raise SegtrainError(f"{path}: not a readable image (valid: {', '.join(IMAGE_SUFFIXES)})")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """uint8 RGB (H, W, 3) through segprep's decoder, as ingest reads images (GIF, TIFFs whose
+    colour OpenCV would drop, 16-bit, palette, RGBA; the pixel limit; damaged files refused)."""
+    return read_image(Path(path))
 
 
 def _safe_name(text: str) -> str:
@@ -82,9 +69,11 @@ def _manifest_items(path: Path, split: str | None) -> Iterator[Item]:
                    lambda shard=shard, index=index: read_image(shard, index))
 
 
-def collect_inputs(inputs: list[Path], split: str | None = None) -> list[Item]:
-    """The images named by ``inputs``, in order, with unique output names."""
+def collect_inputs(inputs: list[Path], split: str | None = None) -> tuple[list[Item], list[list[str]]]:
+    """The images named by ``inputs``, in order, with unique output names, and the files of the
+    folders that are not images ([path, reason]: reported with the unreadable ones)."""
     items: list[Item] = []
+    ignored: list[list[str]] = []
     manifests = 0
     for path in map(Path, inputs):
         if not path.exists():
@@ -94,10 +83,8 @@ def collect_inputs(inputs: list[Path], split: str | None = None) -> list[Item]:
             files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
             if not files:
                 raise SegtrainError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            skipped = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
-            if skipped:
-                log.warning("%s: skipped %d file(s) that are not images (%s): %s%s", path, len(skipped),
-                            ", ".join(IMAGE_SUFFIXES), ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+            ignored += [[str(p), f"not an image by its name (expected {', '.join(IMAGE_SUFFIXES)})"]
+                        for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
             items += [Item(_safe_name(f.stem), str(f), lambda f=f: read_image_file(f)) for f in files]
         elif path.suffix.lower() == ".csv":
             manifests += 1
@@ -112,7 +99,7 @@ def collect_inputs(inputs: list[Path], split: str | None = None) -> list[Item]:
         seen[item.name] = count + 1
         if count:
             item.name = f"{item.name}-{count + 1}"
-    return items
+    return items, ignored
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -131,15 +118,6 @@ def write_png(path: Path, array: np.ndarray) -> None:
     encoded.tofile(path)  # tofile: non-ASCII paths work everywhere
 
 
-def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """As the data module resizes training samples: area when shrinking, linear when growing."""
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = height <= image.shape[0] and width <= image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
 @torch.no_grad()
 def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float | None = None,
             device: str = "auto", split: str | None = None, batch_size: int = 8) -> dict[str, Any]:
@@ -148,14 +126,16 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
     Returns ``{"written", "skipped" (list of [input, reason]), "out", "seconds", "images_per_s"}``.
     """
     from segtrain.checkpoint import load_model
-    from segtrain.data import image_to_tensor, resolve_normalization
+    from segtrain.data import image_to_tensor, resize, resolve_normalization
     from segtrain.evaluate import foreground, forward_at_size
-    from segtrain.trainer import resolve_amp, resolve_device
+    from segtrain.trainer import resolve_amp, resolve_device, set_cpu_threads
 
     if batch_size < 1:
         raise SegtrainError(f"batch size must be >= 1; got {batch_size}")
-    items = collect_inputs(inputs, split)
+    items, skipped = collect_inputs(inputs, split)
     torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        set_cpu_threads()
     model, ckpt = load_model(checkpoint, torch_device)
     threshold = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < threshold < 1.0:
@@ -174,23 +154,22 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    skipped: list[list[str]] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(items), desc="predict", unit="image", disable=None)
+    bar = progress(total=len(items), desc="predict", unit="image")
     for first in range(0, len(items), batch_size):
         batch: list[tuple[Item, np.ndarray]] = []
         for item in items[first:first + batch_size]:
             try:
                 batch.append((item, item.read()))
             except Exception as exc:  # noqa: BLE001  one bad image never stops the others
-                reason = str(exc) if isinstance(exc, SegtrainError) else f"{type(exc).__name__}: {exc}"
+                reason = str(exc) if isinstance(exc, SegprepError) else f"{type(exc).__name__}: {exc}"
                 reason = reason.removeprefix(f"{item.source}: ")  # the source is reported beside it
                 log.info("skipping %s: %s", item.source, reason)  # info: the result lists it, the CLI prints it
                 skipped.append([item.source, reason])
         bar.update(len(items[first:first + batch_size]))
         if not batch:
             continue
-        x = torch.stack([image_to_tensor(_resize_image(image, input_size), mean, std) for _, image in batch])
+        x = torch.stack([image_to_tensor(resize(image, input_size, smooth=True), mean, std) for _, image in batch])
         logits = forward_at_size(model, x.to(torch_device), None, divisor=divisor, amp_dtype=amp_dtype,
                                  channels_last=channels_last)
         for (item, image), item_logits in zip(batch, logits):

@@ -37,8 +37,9 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
+from segprep.executor import available_cpus
+from segprep.progress import progress
 from segprep.work import WorkLock
 from segtrain import distributed as D
 from segtrain.checkpoint import (rng_state, read_checkpoint, save_checkpoint, set_rng_state,
@@ -66,6 +67,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise SegtrainError(f"--device cuda: CUDA is not available ({built}, torch {torch.__version__}); "
                             f"use --device cpu or --device auto")
     return torch.device("cpu")
+
+
+def set_cpu_threads(world_size: int = 1) -> int:
+    """torch's intra-op threads: the CPUs this process may use (CPU affinity capped by the
+    cgroup's quota; torch's default counts the machine's cores, and a cluster job with a quota
+    of 2 CPUs on a 64-core node would run 64 threads), shared by the ranks of a CPU DDP run.
+    The user's OMP_NUM_THREADS wins. Returns the count."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    threads = max(1, available_cpus() // max(1, world_size))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -168,7 +182,7 @@ class StoredSizeDataset(Dataset):
         row = self.rows.iloc[i]
         sample = load_sample(self.root, row)
         mask = sample.mask if sample.mask.max() <= 127 else (sample.mask > 127).view(np.uint8)
-        roi = sample.roi if sample.roi is not None else np.ones(mask.shape, np.uint8)
+        roi = (sample.roi != 0).view(np.uint8) if sample.roi is not None else np.ones(mask.shape, np.uint8)
         return {"image": image_to_tensor(sample.image, self.mean, self.std),
                 "mask": torch.from_numpy(mask.astype(np.int64)), "roi": torch.from_numpy(roi),
                 "sample_id": row["sample_id"], "index": i}
@@ -223,6 +237,8 @@ def setup(config: RunConfig) -> Run:
     device = resolve_device(config.device, local.local_rank)
     amp_dtype = resolve_amp(config.amp, device)
     info = D.setup(device.type)
+    if device.type == "cpu":
+        set_cpu_threads(info.world_size)
     out = config.out_dir
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -340,8 +356,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     steps = len(run.train_loader)
     loss_sum, images, data_wait = 0.0, 0, 0.0
     pending: tuple[int, torch.Tensor] | None = None  # the previous step's loss, not yet read
-    bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-               disable=None if run.dist.is_main else True)
+    bar = progress(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   enabled=run.dist.is_main)
     start = time.perf_counter()
     batches = iter(run.train_loader)
     for step in range(1, steps + 1):
@@ -392,7 +408,7 @@ class NonFiniteLoss(Exception):
     """Raised inside the loop; ``train`` turns it into a SegtrainError naming the last good checkpoint."""
 
 
-def check_loss(step: int, loss: torch.Tensor, epoch: int, steps: int, bar: tqdm) -> float:
+def check_loss(step: int, loss: torch.Tensor, epoch: int, steps: int, bar) -> float:
     value = loss.item()
     if not math.isfinite(value):
         bar.close()
@@ -535,7 +551,15 @@ def test(run: Run) -> dict[str, Any]:
         "inference_images_per_s": timing["images"] / timing["forward_seconds"] if timing["forward_seconds"] else None,
     }
     if run.dist.is_main:
+        issues = dict(zip(test_set.rows["sample_id"], test_set.rows["issues"]))
+        for row in all_rows:
+            row["issues"] = issues.get(row["sample_id"], "")
         write_per_image(all_rows, run.out / "test_per_image.csv")
+        flagged = sum(bool(row["issues"]) for row in all_rows)
+        if flagged:
+            log.warning("%d of %d test images carry clean findings (issues column of "
+                        "test_per_image.csv; marked in predictions.png): their scores are "
+                        "measured against masks clean questioned", flagged, len(all_rows))
         result["test"] = {"n_images": len(all_rows), **aggregate(all_rows)}
         plot_test_predictions(run, test_set, all_rows)
     return result
@@ -557,8 +581,9 @@ def plot_test_predictions(run: Run, test_set: Dataset, rows: list[dict[str, Any]
     panels = []
     for row, index, pred in zip(chosen, indices, preds):
         sample = load_sample(root, test_set.rows.iloc[index])
+        flag = f"\nflagged: {row['issues'].replace(';', ', ')}" if row.get("issues") else ""
         panels.append({"image": sample.image, "mask": sample.mask > 0, "pred": pred > 0,
-                       "title": f"{row['sample_id']}\nDice {row['dice']:.3f}"})
+                       "title": f"{row['sample_id']}\nDice {row['dice']:.3f}{flag}"})
     plot_predictions(panels, run.out / "predictions.png", n_best=min(PLOT_SAMPLES, len(panels)))
 
 

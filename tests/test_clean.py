@@ -177,12 +177,19 @@ def test_report_names_every_flagged_sample_with_relative_thumbnails(cleaned) -> 
     assert len(flagged) >= 9  # nonbinary is info: listed in a table, not drawn
     for sample_id in flagged:
         assert sample_id in html, sample_id
-    sources = re.findall(r"src='([^']+)'", html)
+    sources = re.findall(r"src=[\"']([^\"']+)[\"']", html)
     assert sources and all(not s.startswith("/") and s.startswith("thumbs/") for s in sources)
     assert all((result.report_path.parent / s).is_file() for s in sources)
     # Counts at the top, one section per code.
+    positions = {}
     for code in ("speckle", "holes", "nonbinary", "empty", "inverted", "misaligned", "duplicate"):
-        assert f"id='{code}'" in html
+        match = re.search(rf"id=[\"']{code}[\"']", html)
+        assert match, code
+        positions[code] = match.start()
+    # decisions first (excluded, then flagged), routine repairs last and collapsed
+    assert positions["empty"] < positions["duplicate"] < positions["inverted"] < positions["speckle"]
+    assert max(positions["empty"], positions["misaligned"]) < min(positions["speckle"], positions["holes"])
+    assert html.index("<details>", positions["speckle"]) < html.index("src/speckle", positions["speckle"])
 
 
 def test_summary_and_rerun_is_a_no_op(cleaned, tmp_path: Path) -> None:

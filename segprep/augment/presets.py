@@ -10,6 +10,7 @@ Augmentor presets with the same names live in :mod:`segprep.augment.backends`.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -144,5 +145,6 @@ def load_pipeline(path: Path) -> A.BaseCompose:
 
 def pipeline_dict(path: Path) -> dict[str, Any]:
     """The pipeline file's content as albumentations' own dict (for the run's options record and
-    to rebuild it in worker processes with ``A.from_dict``)."""
-    return A.to_dict(load_pipeline(path))
+    to rebuild it in worker processes with ``A.from_dict``), in JSON's types: ``to_dict`` gives
+    tuples where the record read back from JSON has lists, and the two must compare equal."""
+    return json.loads(json.dumps(A.to_dict(load_pipeline(path))))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from segprep.progress import progress as progress_bar
 
 from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
 from segprep.augment.backends import BackendSpec, fit, make_backend
@@ -292,10 +292,11 @@ def _options(manifest: Path, *, factor: int, size: tuple[int, int], backend: str
 
 
 def _differences(old: dict, new: dict) -> str:
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "pipeline"]
-    if old.get("pipeline") != new.get("pipeline") and "pipeline_file" not in keys:
-        keys.append("pipeline")
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "options"
+    """What differs, briefly: option values, but only the name of a pipeline (a whole
+    albumentations dict says nothing at a glance)."""
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} changed" if k in ("pipeline", "input_sha1") else
+                     f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "options"
 
 
 def _rebase(value: str, source_dir: Path, target_dir: Path) -> str:
@@ -499,8 +500,8 @@ def _run(manifest: Path, usable: pd.DataFrame, excluded: int, work: Path, option
     reused_rows = sum(len(outcomes[n].planned) for n in outcomes)
     computing = time.perf_counter()
     shards_dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=sum(len(t.items) for t in tasks), initial=reused_rows, unit="sample",
-              desc="augment", disable=None if progress else True) as bar:
+    with progress_bar(total=sum(len(t.items) for t in tasks), initial=reused_rows, unit="sample",
+                      desc="augment", enabled=progress) as bar:
         if todo:
             close_shards()  # no HDF5 handle crosses into the workers
             with Pool(min(n_workers, len(todo)), _init_pool_worker, (context,),

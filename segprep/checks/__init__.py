@@ -24,36 +24,39 @@ class Code:
     action: str        # what clean does by default
     value: str         # what the finding's value measures
     description: str
+    worst: str = "high"  # which values are the strongest findings: high, low, or abs (far from 0)
+    routine: bool = False  # a certain repair a person need not look at one by one
 
 
 CODES: dict[str, Code] = {c.name: c for c in (
     Code("nonbinary", "mask", "info", "repaired", "share of grey pixels",
-         "values other than the mask's two levels beyond its format's compression noise; binarized"),
+         "values other than the mask's two levels beyond its format's compression noise; binarized",
+         routine=True),
     Code("inverted", "source", "warning", "flagged", "colour evidence / the source's typical",
          "inside looks like the source's background and outside like its foreground; flagged "
-         "(--repair-inverted: inverted; --strict: excluded)"),
+         "(--repair-inverted: inverted; --strict: excluded)", worst="low"),
     Code("speckle", "mask", "warning", "repaired", "number of specks",
-         "foreground components under --min-area (8-connected); removed"),
+         "foreground components under --min-area (8-connected); removed", routine=True),
     Code("holes", "mask", "warning", "repaired", "number of holes",
-         "enclosed background up to --max-hole; filled"),
+         "enclosed background up to --max-hole; filled", routine=True),
     Code("empty", "mask", "error", "excluded", "foreground pixels",
          "no foreground after repair; excluded (--allow-empty: kept)"),
     Code("outside_roi", "mask", "info", "noted", "foreground pixels outside the ROI",
          "foreground outside the field of view; reported, kept"),
     Code("misaligned", "source", "warning", "flagged", "robust z-score sum of the placement ratios",
          "the outline would fit the image far better moved elsewhere, by its source's standard; "
-         "flagged (--strict: excluded)"),
+         "flagged (--strict: excluded)", worst="low"),
     Code("area_outlier", "source", "warning", "flagged", "robust z of logit(fg fraction)",
-         "foreground fraction far outside its source's distribution; flagged"),
+         "foreground fraction far outside its source's distribution; flagged", worst="abs"),
     Code("duplicate", "duplicates", "error", "excluded", "1",
          "identical image pixels under another name; one kept, the others excluded"),
     Code("conflict", "duplicates", "warning", "flagged", "Dice of the two masks",
-         "identical images with different masks; flagged (--strict: excluded)"),
+         "identical images with different masks; flagged (--strict: excluded)", worst="low"),
     Code("near_duplicate_conflict", "duplicates", "warning", "flagged", "Dice of the two masks",
          "near-identical images (perceptual hash) whose masks disagree; both flagged "
-         "(--strict: excluded)"),
+         "(--strict: excluded)", worst="low"),
     Code("leakage", "duplicates", "error", "flagged", "perceptual-hash distance",
-         "near-identical images in different splits; error in the summary"),
+         "near-identical images in different splits; error in the summary", worst="low"),
     Code("merged_masks", "ingest", "info", "noted", "number of mask files",
          "the image came with several mask files (one per lesion); merged into one (union)"),
     Code("decoder_warning", "ingest", "warning", "flagged", "number of warnings",

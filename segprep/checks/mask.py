@@ -66,8 +66,9 @@ def check_speckle(binary: np.ndarray, opts: CleanOptions) -> Finding | None:
         return None
     action = "repaired" if opts.repair else "flagged"
     return Finding("speckle", "warning", float(len(specks)),
-                   f"{len(specks)} component(s) under {min_area} px ({int(areas.sum())} px in all)"
-                   f"{' removed' if action == 'repaired' else ''}", action=action)
+                   f"{len(specks)} component(s) of {int(areas.min())}-{int(areas.max())} px "
+                   f"({int(areas.sum())} px in all){' removed' if action == 'repaired' else ''}; "
+                   f"components under {min_area} px are specks", action=action)
 
 
 def check_holes(binary: np.ndarray, opts: CleanOptions) -> Finding | None:
@@ -79,8 +80,9 @@ def check_holes(binary: np.ndarray, opts: CleanOptions) -> Finding | None:
         return None
     action = "repaired" if opts.repair else "flagged"
     return Finding("holes", "warning", float(len(holes)),
-                   f"{len(holes)} hole(s) up to {max_hole} px ({int(areas.sum())} px in all)"
-                   f"{' filled' if action == 'repaired' else ''}", action=action)
+                   f"{len(holes)} hole(s) of {int(areas.min())}-{int(areas.max())} px "
+                   f"({int(areas.sum())} px in all){' filled' if action == 'repaired' else ''}; "
+                   f"holes up to {max_hole} px are filled", action=action)
 
 
 def check_empty(binary: np.ndarray, opts: CleanOptions) -> Finding | None:

@@ -97,6 +97,30 @@ def _is_empty(path: Path) -> bool:
     return not any(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def _half_a_pair(path: Path, depth: int) -> str | None:
+    """The likeliest reason an images/ + masks/ pair was not taken for a dataset: one side has
+    no image files (an unfinished download or copy), said plainly; None when there is no such
+    pair."""
+    from segprep.readers.base import child_dir, image_files
+    from segprep.readers.folder import IMAGE_DIRS, MASK_DIRS
+
+    images, masks = child_dir(path, *IMAGE_DIRS), child_dir(path, *MASK_DIRS)
+    if images is not None and masks is not None:
+        n_images, n_masks = len(image_files(images)), len(image_files(masks))
+        if n_images and not n_masks:
+            return (f"{masks.name}/ holds no image files (and {images.name}/ holds {n_images}); "
+                    f"put the masks there, or give the dataset's folder")
+        if n_masks and not n_images:
+            return (f"{images.name}/ holds no image files (and {masks.name}/ holds {n_masks} "
+                    f"masks); put the images there, or give the dataset's folder")
+    if depth > 0:
+        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            reason = _half_a_pair(child, depth - 1)
+            if reason:
+                return f"{child.name}/{reason}"
+    return None
+
+
 def _source_name(module: ModuleType, root: Path) -> str:
     name = module.source_name(root) if hasattr(module, "source_name") else module.NAME
     return name.replace("/", "-").strip() or module.NAME
@@ -124,6 +148,9 @@ def resolve_sources(srcs: list[Path], layout: str = "auto") -> list[Source]:
             raise SegprepError(f"{src}: empty folder, nothing to ingest")
         roots = _find_roots(src, candidates, _SEARCH_DEPTH)
         if not roots:
+            half = _half_a_pair(src, _SEARCH_DEPTH)
+            if half:
+                raise SegprepError(f"{src}: {half}")
             expected = (describe_layouts() if layout == "auto"
                         else f"  {layout:13s} {candidates[0].DESCRIBE}")
             what = "no known dataset layout" if layout == "auto" else f"not a {layout} dataset"

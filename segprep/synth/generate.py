@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from segprep.errors import SegprepError
+from segprep.progress import progress
 from segprep.synth.defects import COPY_DEFECTS, INJECT, Context, Item
 from segprep.synth.layouts import LAYOUT_SPECS, OWN_ENTRIES, Layout, write_item
 from segprep.synth.painters import PAINTERS, Painted, finish_endoscope, paint_polyp_scene
@@ -223,7 +223,7 @@ def make_dataset(out: Path, layout: str, n: int = 20, size: tuple[int, int] = (1
     plan = plan_defects(n, noise, spec.defects, np.random.default_rng(plan_seed))
 
     truth_rows, group_rows = [], []
-    for index in tqdm(range(n), desc=f"synth {layout}", unit="sample", disable=None):
+    for index in progress(range(n), desc=f"synth {layout}", unit="sample"):
         item = Item.from_painted(painter.paint(index))
         group = painter.group(index, stems[index])
         code = plan.codes[index]

@@ -56,9 +56,11 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
       segtrain bench work/manifests/augment.csv --grid my_grid.csv
       segtrain bench --speed-only --size 352 --batch-size 16
     """
+    from segprep.manifest import read_manifest
     from segtrain import bench as B
     from segtrain.config import read_config_file
     from segtrain.errors import SegtrainError
+    from segtrain.trainer import format_epoch
 
     options["compile"] = compile_
     given = {key: value for key, value in options.items() if value is not None}
@@ -106,12 +108,18 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
             counts["reused"] += 1
             click.echo(f"[{i}/{n}] {job.out.name}: finished earlier, test Dice {dice:.4f}")
 
+    def epoch(job, row: dict) -> None:
+        click.echo(f"    {job.out.name}: {format_epoch(row, job.config.epochs)}")
+
     frame, paths = B.run_bench(manifest, combos, seeds=seeds, out=out, base=base,
-                               on_start=started, on_done=done)
+                               on_start=started, on_done=done, on_epoch=epoch)
     click.echo("")
     click.echo(B.text_table(B.format_leaderboard(frame)))
     click.echo("")
     click.echo(B.best_line(frame))
+    warning = B.small_test_warning(B.test_count(read_manifest(manifest, check_shards=False)))
+    if warning:
+        click.echo(warning)
     click.echo(f"{len(frame)} combinations x {seeds} seed(s): {counts['run']} trained, {counts['resume']} "
                f"resumed, {counts['reused']} reused, {counts['failed']} failed, in "
                f"{time.perf_counter() - start:.0f} s; leaderboard: {paths['md']} (.csv, .png)")

@@ -15,17 +15,18 @@ import click
 def models(as_json: bool, size: int) -> None:
     """List every model: name, paper, parameters and GMACs (default widths, 3 channels, 1 class).
 
-    Models are built on the meta device, so nothing is allocated and the listing is instant.
-    GMACs count convolutions and matrix products of one eval-mode forward pass.
+    Models are built on the meta device, so nothing is allocated; the table is cached (in
+    ~/.cache/segkit) until the models' code changes. GMACs count convolutions and matrix
+    products of one eval-mode forward pass.
 
     \b
     Example:
       segtrain models --size 352
     """
-    from segtrain.models import MODELS, model_info
+    from segtrain.catalog import model_table
 
     start = time.perf_counter()
-    rows = [model_info(name, size=(size, size)) for name in MODELS]
+    rows = model_table(size)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
