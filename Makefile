@@ -1,8 +1,11 @@
 # The whole set-up on a fresh machine: `make demo` or `make test`. Nothing else is installed by hand.
 PYTHON ?= python3
 VENV ?= .venv
-# A looser spec than this pulls gigabytes of CUDA wheels; set TORCH_SPEC to choose another build.
-TORCH_SPEC ?= torch==2.13.0
+# timm (the encoders) needs torchvision, and on the machines this project is built on torchvision
+# only imports beside torch 2.14.1 (a CUDA build of ~5.5 GB from the local package cache, which
+# runs on the CPU as well); torch==2.13.0, the CPU-only build, has no torchvision there. A looser
+# spec than this pulls gigabytes from the internet; set TORCH_SPEC to choose another build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -10,15 +13,16 @@ PIP := $(PY) -m pip
 
 .PHONY: demo test venv clean-demo
 
-# A torch already importable by $(PYTHON) (say, a user's CUDA build) is kept: the venv sees it.
+# A torch and torchvision already importable by $(PYTHON) (say, a user's CUDA build) are kept:
+# the venv sees them.
 $(VENV)/.created:
-	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
-		echo "Using the torch already installed for $(PYTHON)"; \
+	@if $(PYTHON) -c "import torch, torchvision" 2>/dev/null; then \
+		echo "Using the torch and torchvision already installed for $(PYTHON)"; \
 		$(PYTHON) -m venv --system-site-packages $(VENV); \
 	else \
 		$(PYTHON) -m venv $(VENV); \
 	fi
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	touch $@
 
 $(VENV)/.installed-%: $(VENV)/.created pyproject.toml

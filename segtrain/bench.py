@@ -103,8 +103,16 @@ def normalise_key(key: str) -> str:
 
 
 def combinations(models: Sequence[str], losses: Sequence[str]) -> list[Combination]:
-    """Every model with every loss, models outermost."""
-    return [Combination(options={"model": m, "loss": l}, label=f"{m}-{l}") for m in models for l in losses]
+    """Every model with every loss, models outermost. ``unet:resnet34`` is a decoder on an
+    encoder (the encoder's ImageNet weights then come from the base options, e.g. a config file
+    with ``encoder_weights: imagenet``)."""
+    out = []
+    for name in models:
+        model, _, encoder = name.partition(":")
+        options = {"model": model, **({"encoder": encoder} if encoder else {})}
+        label = f"{model}-{encoder}" if encoder else model
+        out += [Combination(options={**options, "loss": loss}, label=f"{label}-{loss}") for loss in losses]
+    return out
 
 
 def read_grid(path: Path) -> list[Combination]:
@@ -167,7 +175,9 @@ def plan(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out
     ``base`` holds run options shared by every job (a grid row overrides them). Seeds are
     ``base seed, base seed + 1, ...``."""
     from segtrain.losses import LOSSES
-    from segtrain.models import MODELS, build_model
+    from segtrain.models import build_model, model_spec
+    from segtrain.models.encoders import check_encoder_name
+    from segtrain.trainer import model_options
 
     if seeds < 1:
         raise SegtrainError(f"--seeds must be >= 1; got {seeds}")
@@ -181,8 +191,9 @@ def plan(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out
         options = {**base, **combo.options}
         model = options.get("model", _DEFAULTS["model"])
         loss = options.get("loss", _DEFAULTS["loss"])
-        if model not in MODELS:
-            raise SegtrainError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+        model_spec(model, options.get("encoder"))  # an unknown name lists the valid ones
+        if options.get("encoder") is not None:
+            check_encoder_name(options["encoder"])
         if loss not in LOSSES:
             raise SegtrainError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
         first_seed = int(options.pop("seed", _DEFAULTS["seed"]))
@@ -190,15 +201,11 @@ def plan(manifest: Path | str, combos: Sequence[Combination], *, seeds: int, out
             seed = first_seed + k
             config = RunConfig(manifest=str(manifest), **options, seed=seed,
                                out=str(Path(out) / _folder_name(combo.label, seed)))
-            key = json.dumps([config.model, config.base_channels, config.deep_supervision,
-                              config.model_kwargs], sort_keys=True, default=str)
+            kwargs = model_options(config)
+            kwargs.pop("encoder_weights", None)  # checked when the run builds it, not read now
+            key = json.dumps([config.model, kwargs], sort_keys=True, default=str)
             if key not in checked:  # a wrong model option fails now, not after hours of runs
                 checked.add(key)
-                kwargs = dict(config.model_kwargs)
-                if config.base_channels is not None:
-                    kwargs["base_channels"] = config.base_channels
-                if config.deep_supervision:
-                    kwargs["deep_supervision"] = True
                 with torch.device("meta"):
                     build_model(config.model, **kwargs)
             jobs.append(Job(combo, seed, config))

@@ -38,9 +38,12 @@ def model_table(size: int = 256) -> list[dict[str, Any]]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
-    from segtrain.models import MODELS, model_info
+    from segtrain.models import ENCODER_MODELS, MODELS, model_info
 
     rows = [model_info(name, size=(size, size)) for name in MODELS]
+    for name, spec in ENCODER_MODELS.items():  # each decoder on its default encoder
+        row = model_info(name, size=(size, size), encoder=spec.defaults["encoder"])
+        rows.append({**row, "name": f"{name}:{spec.defaults['encoder']}"})
     try:
         from segprep.work import atomic_write_json
         atomic_write_json(path, rows)

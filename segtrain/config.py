@@ -22,6 +22,7 @@ OPTIMIZERS = ("adam", "adamw", "nadam", "sgd")
 SCHEDULERS = ("cosine", "plateau", "poly", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("auto", "cuda", "cpu")
+ENCODER_BN = ("auto", "train", "frozen")
 
 
 @dataclass
@@ -52,7 +53,15 @@ class RunConfig:
     size: list[int] | None = None   # [H, W]; needed for manifests whose samples vary in size
     model_kwargs: dict = field(default_factory=dict)
     loss_kwargs: dict = field(default_factory=dict)
-    normalize: str = "imagenet"     # or {"mean": [...], "std": [...]} (see segtrain.data)
+    # auto: what the encoder's weights expect (its timm config), ImageNet's for models from
+    # scratch; or imagenet, unit, {"mean": [...], "std": [...]} (see segtrain.data)
+    normalize: str | dict = "auto"
+    encoder: str | None = None      # a timm model as the encoder of the decoder --model names
+    encoder_weights: str | None = None  # imagenet, a local .pth/.safetensors, or none
+    encoder_lr: float = 0.1         # the encoder's learning rate as a share of --lr
+    freeze_encoder: int = 0         # epochs with the encoder frozen (only the decoder learns)
+    encoder_bn: str = "auto"        # train, frozen (ImageNet statistics kept), auto: frozen for
+                                    # pretrained weights at batches under 8
     threshold: float = 0.5          # foreground where sigmoid(logit) > threshold
 
     def __post_init__(self) -> None:
@@ -136,6 +145,17 @@ def validate(config: RunConfig) -> None:
     if config.max_minutes is not None and (not isinstance(config.max_minutes, float)
                                            or not math.isfinite(config.max_minutes) or config.max_minutes <= 0):
         raise SegtrainError(f"max_minutes must be a positive number; got {config.max_minutes!r}")
+    for key in ("encoder", "encoder_weights"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SegtrainError(f"{key} must be a name; got {value!r}")
+    if config.encoder is None and config.encoder_weights not in (None, "none"):
+        raise SegtrainError("--encoder-weights needs --encoder (a timm model, e.g. efficientnet_lite0)")
+    config.encoder_lr = _int_to_float(config.encoder_lr)
+    if not isinstance(config.encoder_lr, float) or not math.isfinite(config.encoder_lr) or config.encoder_lr < 0:
+        raise SegtrainError(f"encoder_lr must be a non-negative number (a share of lr); got {config.encoder_lr!r}")
+    _check_int("freeze_encoder", config.freeze_encoder, 0)
+    _check_choice("encoder_bn", config.encoder_bn, ENCODER_BN)
     config.threshold = _int_to_float(config.threshold)
     if not isinstance(config.threshold, float) or not 0.0 < config.threshold < 1.0:
         raise SegtrainError(f"threshold must be a number between 0 and 1; got {config.threshold!r}")

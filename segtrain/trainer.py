@@ -115,6 +115,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def parameter_groups(model: nn.Module, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: a pretrained encoder learns at ``encoder_lr`` x ``lr``
+    (fine-tuning: its ImageNet features need small steps, the new decoder large ones)."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not hasattr(model, "segkit_normalize"):
+        return [{"params": list(model.parameters()), "lr": lr}]
+    own = {id(p) for p in encoder.parameters()}
+    # the decoder's group first: history.csv records param_groups[0]'s rate as the run's lr
+    return [{"params": [p for p in model.parameters() if id(p) not in own], "lr": lr},
+            {"params": list(encoder.parameters()), "lr": lr * encoder_lr}]
+
+
+def prepare_encoder(run: "Run", epoch: int) -> None:
+    """Before each epoch (after ``model.train()``): freeze the encoder for the first
+    --freeze-encoder epochs, and keep its batch-norm layers in eval mode (ImageNet's running
+    statistics) where --encoder-bn says so: statistics of a few images per batch are noise."""
+    encoder = getattr(run.raw_model, "encoder", None)
+    if encoder is None or not hasattr(run.raw_model, "segkit_normalize"):
+        return
+    trainable = epoch > run.config.freeze_encoder
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(trainable)
+    if encoder_bn_frozen(run.config) or not trainable:
+        for module in encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def encoder_bn_frozen(config: RunConfig) -> bool:
+    if config.encoder_bn != "auto":
+        return config.encoder_bn == "frozen"
+    pretrained = config.encoder_weights not in (None, "none")
+    return pretrained and config.batch_size < 8
+
+
 def build_optimizer(name: str, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
     # fused kernels are the fastest Adam on CUDA; the CPU keeps the default (foreach) path
     fused = {"fused": True} if device.type == "cuda" else {}
@@ -143,12 +178,14 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
 
 
 def check_names(config: RunConfig) -> None:
-    """Fail on a wrong model or loss name before any data is read."""
+    """Fail on a wrong model, encoder or loss name before any data is read."""
     from segtrain.losses import LOSSES
-    from segtrain.models import MODELS
+    from segtrain.models import model_spec
+    from segtrain.models.encoders import check_encoder_name
 
-    if config.model not in MODELS:
-        raise SegtrainError(f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
+    model_spec(config.model, config.encoder)
+    if config.encoder is not None:
+        check_encoder_name(config.encoder)
     if config.loss not in LOSSES:
         raise SegtrainError(f"unknown loss {config.loss!r}; valid losses: {', '.join(LOSSES)}")
 
@@ -218,6 +255,7 @@ class Run:
     train_loader: DataLoader
     val_loader: DataLoader
     input_size: tuple[int, int]
+    normalize: Any = "imagenet"     # resolved: what the datasets normalise with
     history: list[dict[str, float]] = field(default_factory=list)
     epoch: int = 0                  # epochs completed
     best_epoch: int = 0
@@ -249,9 +287,11 @@ def setup(config: RunConfig) -> Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    raw_model = build_model(config.model, **model_options(config))
+    normalize = resolved_normalize(config, raw_model)
     size = tuple(config.size) if config.size else None
-    train_set = ShardDataset(config.manifest, "train", size=size, normalize=config.normalize)
-    val_set = ShardDataset(config.manifest, "val", size=size, normalize=config.normalize)
+    train_set = ShardDataset(config.manifest, "train", size=size, normalize=normalize)
+    val_set = ShardDataset(config.manifest, "val", size=size, normalize=normalize)
     input_size = tuple(train_set.size)
     if tuple(val_set.size) != input_size:
         raise SegtrainError(f"{config.manifest}: val samples are {val_set.size[0]}x{val_set.size[1]}, train "
@@ -268,12 +308,7 @@ def setup(config: RunConfig) -> Run:
                              seed=config.seed, pin_memory=device.type == "cuda", device=device,
                              channels_last=config.channels_last)
 
-    model_kwargs = dict(config.model_kwargs)
-    if config.base_channels is not None:
-        model_kwargs["base_channels"] = config.base_channels
-    if config.deep_supervision:
-        model_kwargs["deep_supervision"] = True
-    raw_model = build_model(config.model, **model_kwargs).to(device)
+    raw_model = raw_model.to(device)
     if config.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     eval_model: nn.Module = raw_model
@@ -283,11 +318,13 @@ def setup(config: RunConfig) -> Run:
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
             eval_model, device_ids=[device.index] if device.type == "cuda" else None,
-            gradient_as_bucket_view=True)
+            gradient_as_bucket_view=True,
+            find_unused_parameters=config.freeze_encoder > 0)  # a frozen encoder has no gradients
 
     val_loss = build_loss(config.loss, **config.loss_kwargs)
     criterion = DeepSupervisionLoss(val_loss)  # a plain tensor passes straight through
-    optimizer = build_optimizer(config.optimizer, raw_model.parameters(), config.lr, device)
+    optimizer = build_optimizer(config.optimizer, parameter_groups(raw_model, config.lr, config.encoder_lr),
+                                config.lr, device)
     scheduler = build_scheduler(config.scheduler, optimizer, config.epochs)
     # Loss scaling only for fp16: bf16 has float32's exponent range.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -295,10 +332,31 @@ def setup(config: RunConfig) -> Run:
     run = Run(config=config, dist=info, device=device, out=out, raw_model=raw_model, eval_model=eval_model,
               model=model, criterion=criterion, val_loss=val_loss, optimizer=optimizer, scheduler=scheduler,
               scaler=scaler, amp_dtype=amp_dtype, train_set=train_set, val_set=val_set,
-              train_loader=train_loader, val_loader=val_loader, input_size=input_size)
+              train_loader=train_loader, val_loader=val_loader, input_size=input_size,
+              normalize=normalize)
     if config.resume:
         resume(run)
     return run
+
+
+def model_options(config: RunConfig) -> dict[str, Any]:
+    """The model's constructor options from the run's config."""
+    options = dict(config.model_kwargs)
+    if config.base_channels is not None:
+        options["base_channels"] = config.base_channels
+    if config.deep_supervision:
+        options["deep_supervision"] = True
+    if config.encoder is not None:
+        options["encoder"] = config.encoder
+        options["encoder_weights"] = config.encoder_weights
+    return options
+
+
+def resolved_normalize(config: RunConfig, model: nn.Module) -> Any:
+    """``auto``: the normalisation the encoder's weights expect, else ImageNet's."""
+    if config.normalize != "auto":
+        return config.normalize
+    return getattr(model, "segkit_normalize", None) or "imagenet"
 
 
 def check_out(config: RunConfig) -> None:
@@ -352,6 +410,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     """One pass over the train split; returns loss, images/s and the share of time spent waiting for data."""
     config, device = run.config, run.device
     run.model.train()
+    prepare_encoder(run, epoch)
     run.train_loader.sampler.set_epoch(epoch)  # the order is a function of (seed, epoch) alone
     steps = len(run.train_loader)
     loss_sum, images, data_wait = 0.0, 0, 0.0
@@ -455,7 +514,8 @@ def checkpoint_state(run: Run, rng_states: list[dict]) -> dict[str, Any]:
         "model_kwargs": dict(run.raw_model.segkit_kwargs),
         "model_state": run.raw_model.state_dict(),
         "input_size": list(run.input_size),
-        "normalize": run.config.normalize,
+        "normalize": run.normalize,
+        "encoder": encoder_record(run.raw_model),
         "threshold": run.config.threshold,
         "config": run.config.to_dict(),
         "epoch": run.epoch,
@@ -469,6 +529,15 @@ def checkpoint_state(run: Run, rng_states: list[dict]) -> dict[str, Any]:
         "rng": rng_states,
         "versions": versions(),
     }
+
+
+def encoder_record(model: nn.Module) -> dict[str, Any] | None:
+    """What a run records of its encoder: the timm name, where its initial weights came from
+    (with the file's SHA-256) and the normalisation they expect; None for models from scratch."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not hasattr(encoder, "weights"):
+        return None
+    return {"name": encoder.name, "weights": dict(encoder.weights), "normalize": encoder.normalize}
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -539,7 +608,7 @@ def test(run: Run) -> dict[str, Any]:
 
     config = run.config
     size = tuple(config.size) if config.size else None
-    test_set = stored_size(ShardDataset(config.manifest, "test", size=size, normalize=config.normalize))
+    test_set = stored_size(ShardDataset(config.manifest, "test", size=size, normalize=run.normalize))
     load_best(run)
     share = list(range(run.dist.rank, len(test_set), run.dist.world_size))
     rows, timing = evaluate(run.eval_model, test_set, device=run.device, threshold=config.threshold,
@@ -618,6 +687,7 @@ def _train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | Non
             write_json({**config.to_dict(), "resolved": {
                 "device": str(run.device), "amp": amp_name(run.amp_dtype), "world_size": run.dist.world_size,
                 "input_size": list(run.input_size), "model_kwargs": dict(run.raw_model.segkit_kwargs),
+                "normalize": run.normalize, "encoder": encoder_record(run.raw_model),
                 "host": platform.node()}, "versions": versions()}, run.out / "config.json")
             log.info("training %s (%d parameters) on %s, %d train / %d val images at %dx%d, amp %s, world %d",
                      config.model, count_parameters(run.raw_model), run.device, len(run.train_set),

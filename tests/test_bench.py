@@ -166,7 +166,9 @@ def test_speed_only_odd_size_is_marked(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--models", "unet,nope"], "unknown model 'nope'; valid models: unet"),
+    (["--models", "unet,nope"], "unknown model 'nope'; choose from: unet"),
+    (["--models", "unet:nope"], "unknown encoder 'nope'"),
+    (["--models", "segnet:resnet18"], "unknown model 'segnet' with an --encoder; choose from: unet"),
     (["--losses", "bce,nope"], "unknown loss 'nope'; valid losses: bce"),
     (["--models", "unet", "--grid", "GRID"], "either --grid or --models"),
     (["--grid", "GRID"], "unknown column(s) learning_rate; valid columns: model, loss, epochs"),

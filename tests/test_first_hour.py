@@ -179,6 +179,7 @@ def test_models_listing_is_cached(tmp_path: Path, monkeypatch) -> None:
     real = models.model_info
     monkeypatch.setattr(models, "model_info", lambda *a, **k: calls.append(a) or real(*a, **k))
     first = catalog.model_table(64)
-    assert len(calls) == len(models.MODELS)
-    assert catalog.model_table(64) == first and len(calls) == len(models.MODELS)
+    every = len(models.MODELS) + len(models.ENCODER_MODELS)
+    assert len(calls) == every
+    assert catalog.model_table(64) == first and len(calls) == every
     assert json.loads(next((tmp_path / "cache" / "segkit").glob("models-64-*.json")).read_text()) == first

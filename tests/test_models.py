@@ -207,7 +207,9 @@ def test_cli_lists_every_model():
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [row["name"] for row in rows] == NAMES
+    from segtrain.models import ENCODER_MODELS
+    on_encoders = [f"{name}:{spec.defaults['encoder']}" for name, spec in ENCODER_MODELS.items()]
+    assert [row["name"] for row in rows] == NAMES + on_encoders
     assert all(row["params"] > 0 and row["macs"] > 0 for row in rows)
 
 

@@ -255,7 +255,7 @@ def test_max_minutes_stops_before_an_epoch_that_would_overrun(manifest, tmp_path
 # ----------------------------------------------------------------------------- bad input
 
 def test_bad_input(manifest, tmp_path):
-    with pytest.raises(SegtrainError, match=r"unknown model 'unet3d'; valid models: unet, .*unetpp"):
+    with pytest.raises(SegtrainError, match=r"unknown model 'unet3d'; choose from: unet, .*unetpp"):
         trainer.train(config(manifest, tmp_path / "x", model="unet3d"))
     with pytest.raises(SegtrainError, match=r"unknown loss 'l2'; valid losses: bce, dice, bce\+dice"):
         trainer.train(config(manifest, tmp_path / "x", loss="l2"))

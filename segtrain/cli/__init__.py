@@ -9,6 +9,7 @@ from segprep.lazycli import LazyGroup, setup_logging
 
 COMMANDS = {
     "models": "segtrain.cli.models:models",
+    "encoders": "segtrain.cli.encoders:encoders",
     "run": "segtrain.cli.run:run",
     "predict": "segtrain.cli.predict:predict",
     "bench": "segtrain.cli.bench:bench",
@@ -16,6 +17,7 @@ COMMANDS = {
 # What `segtrain --help` shows per command (without importing it).
 SHORT_HELP = {
     "models": "List the models: name, paper, parameters and GMACs.",
+    "encoders": "List the timm encoders the decoders take.",
     "run": "Train one model, keep the best epoch on val, evaluate on test.",
     "predict": "Predict masks and overlays for images, folders or manifests.",
     "bench": "Models x losses leaderboard, or images/s per model (--speed-only).",

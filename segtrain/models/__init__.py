@@ -7,6 +7,10 @@
 Each model's ``forward`` returns logits ``(N, num_classes, H, W)``; a model built with
 ``deep_supervision=True`` returns, in training mode, a list of full-resolution logits with
 the main output first. ``model.required_divisor`` is what H and W must be divisible by.
+
+Decoders on pretrained encoders (:data:`ENCODER_MODELS`): ``build_model("unet",
+encoder="resnet34", encoder_weights="imagenet")`` builds the U-Net decoder on timm's ResNet-34
+(:mod:`segtrain.models.encoders`); so do ``attention-unet``, ``unetpp``, ``linknet`` and ``fpn``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from segtrain.errors import SegtrainError
 from segtrain.models.attention_unet import AttentionUNet
 from segtrain.models.base import SegModel
 from segtrain.models.dilated_unet import DilatedUNet
+from segtrain.models.encoder_fpn import EncoderFPN
+from segtrain.models.encoder_linknet import EncoderLinkNet
+from segtrain.models.encoder_unet import EncoderAttentionUNet, EncoderUNet
+from segtrain.models.encoder_unetpp import EncoderUNetPlusPlus
 from segtrain.models.linknet import LinkNet
 from segtrain.models.resunetpp import ResUNetPlusPlus
 from segtrain.models.resunetpp_cbam import ResUNetPlusPlusCBAM
@@ -35,8 +43,8 @@ from segtrain.models.unet_res_aspp_cbam import ResASPPCBAMUNet
 from segtrain.models.unet_strided import StridedUNet
 from segtrain.models.unetpp import UNetPlusPlus
 
-__all__ = ["MODELS", "ModelSpec", "SegModel", "build_model", "count_macs", "count_parameters",
-           "model_info"]
+__all__ = ["ENCODER_MODELS", "MODELS", "ModelSpec", "SegModel", "build_model", "count_macs",
+           "count_parameters", "model_info", "model_names"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,37 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
 )}
 
 
+# Decoders on any timm encoder (``encoder=NAME``); fpn exists only on one.
+ENCODER_MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    _spec(EncoderUNet, "U-Net decoder on a timm encoder (segmentation_models.pytorch's Unet)"),
+    _spec(EncoderAttentionUNet, "Attention U-Net decoder on a timm encoder"),
+    _spec(EncoderUNetPlusPlus, "UNet++ decoder on a timm encoder (smp's UnetPlusPlus)"),
+    _spec(EncoderLinkNet, "LinkNet decoder on a timm encoder (ResNet-18 in the paper)"),
+    _spec(EncoderFPN, "Kirillov et al. 2019, FPN semantic branch on a timm encoder"),
+)}
+
+
+def model_names() -> list[str]:
+    """Every name ``build_model`` takes."""
+    return list(dict.fromkeys([*MODELS, *ENCODER_MODELS]))
+
+
+def model_spec(name: str, encoder: str | None = None) -> ModelSpec:
+    """The registry entry ``build_model`` uses: the encoder decoder when an encoder is given
+    (or the model exists only on one), else the model trained from scratch."""
+    if encoder is not None or name not in MODELS:
+        spec = ENCODER_MODELS.get(name)
+        if spec is None:
+            valid = ", ".join(ENCODER_MODELS) if encoder is not None else ", ".join(model_names())
+            what = "with an --encoder" if encoder is not None else ""
+            raise SegtrainError(f"unknown model {name!r}{' ' + what if what else ''}; choose from: {valid}")
+        return spec
+    return MODELS[name]
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model; ``kwargs`` override its defaults.
+    """Build a registered model; ``kwargs`` override its defaults (``encoder=NAME``: the
+    decoder on a timm encoder, :data:`ENCODER_MODELS`).
 
     The model carries ``segkit_name`` and ``segkit_kwargs`` (every option, resolved), so a
     checkpoint can rebuild it with ``build_model(model.segkit_name, **model.segkit_kwargs)``.
@@ -77,9 +114,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     since the state dict holds the weights and the file may be gone where the checkpoint is
     loaded; ``model.segkit_init`` keeps what was given.
     """
-    spec = MODELS.get(name)
-    if spec is None:
-        raise SegtrainError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
+    spec = model_spec(name, kwargs.get("encoder"))
     unknown = [key for key in kwargs if key not in spec.defaults]
     if unknown:
         raise SegtrainError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
@@ -132,7 +167,7 @@ def model_info(name: str, size: tuple[int, int] = (256, 256), **kwargs: Any) -> 
     fits = size[0] % divisor == 0 and size[1] % divisor == 0
     return {
         "name": name,
-        "paper": MODELS[name].paper,
+        "paper": model_spec(name, kwargs.get("encoder")).paper,
         "params": count_parameters(model),
         "macs": count_macs(model, size, model.in_channels) if fits else None,
         "size": list(size),

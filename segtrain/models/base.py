@@ -68,3 +68,35 @@ class SegModel(nn.Module):
             raise SegtrainError(
                 f"{name} needs sides divisible by {d}; got {height}x{width}, "
                 f"nearest valid {nearest_multiple(height, d)}x{nearest_multiple(width, d)}")
+
+
+def decoder_widths(decoder_channels: Any, blocks: int, model: str) -> list[int]:
+    """Widths of a decoder's ``blocks`` blocks, deepest first: the given list (one per block) or,
+    when None, 256, 128, 64, 32, 16 (16 for any further block), as segmentation_models.pytorch."""
+    if decoder_channels is None:
+        widths = [256, 128, 64, 32, 16]
+        return (widths + [16] * blocks)[:blocks]
+    widths = list(decoder_channels) if isinstance(decoder_channels, (list, tuple)) else None
+    if widths is None or len(widths) != blocks or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise SegtrainError(f"{model}: decoder_channels must be {blocks} positive integers for "
+                            f"this encoder (one per decoder block, deepest first); got {decoder_channels!r}")
+    return widths
+
+
+class EncoderSegModel(SegModel):
+    """A decoder on a timm encoder (:class:`segtrain.models.encoders.Encoder`): the encoder's
+    deepest stride is the required divisor, and the normalisation its weights expect travels
+    with the model (``segkit_normalize``) into checkpoints and prediction."""
+
+    init_only_options = ("encoder_weights",)
+
+    def __init__(self, in_channels: int, num_classes: int, encoder: str,
+                 encoder_weights: str | None) -> None:
+        from segtrain.models.encoders import Encoder
+
+        super().__init__(in_channels, num_classes, required_divisor=1)
+        if not isinstance(encoder, str) or not encoder:
+            raise SegtrainError(f"{self.segkit_name}: encoder must be a timm model name; got {encoder!r}")
+        self.encoder = Encoder(encoder, self.in_channels, encoder_weights)
+        self.required_divisor = max(self.encoder.reductions)
+        self.segkit_normalize = self.encoder.normalize
