@@ -58,7 +58,8 @@ class RunConfig:
     normalize: str | dict = "auto"
     encoder: str | None = None      # a timm model as the encoder of the decoder --model names
     encoder_weights: str | None = None  # imagenet, a local .pth/.safetensors, or none
-    encoder_lr: float = 0.1         # the encoder's learning rate as a share of --lr
+    encoder_lr: float = 1.0         # the encoder's learning rate as a share of --lr (0.1: gentler
+                                    # fine-tuning; 1.0 won on short CPU runs, benchmarks/README.md)
     freeze_encoder: int = 0         # epochs with the encoder frozen (only the decoder learns)
     encoder_bn: str = "auto"        # train, frozen (ImageNet statistics kept), auto: frozen for
                                     # pretrained weights at batches under 8

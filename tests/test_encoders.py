@@ -133,7 +133,7 @@ def test_the_fine_tuning_recipe(tmp_path: Path) -> None:
     out = tmp_path / "frozen"
     summary = train(RunConfig(manifest=str(manifest), out=str(out), model="unet", encoder="efficientnet_lite0",
                               encoder_weights="imagenet", epochs=1, batch_size=4, workers=0,
-                              device="cpu", freeze_encoder=1, lr=0.01))
+                              device="cpu", freeze_encoder=1, lr=0.01, encoder_lr=0.1))
     checkpoint = read_checkpoint(out / "last.pt")
     reference = Encoder("efficientnet_lite0", weights="imagenet").body.state_dict()
     state = checkpoint["model_state"]

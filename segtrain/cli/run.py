@@ -28,7 +28,7 @@ def _help(text: str, key: str) -> str:
               help="imagenet (efficientnet_lite0: offline, from the installed wheel; others: timm's "
                    "download), a local .pth/.safetensors state dict, or none [default: none].")
 @click.option("--encoder-lr", type=float,
-              help=_help("The encoder's learning rate as a share of --lr (fine-tuning).", "encoder_lr"))
+              help=_help("The encoder's learning rate as a share of --lr (0.1 for gentler fine-tuning).", "encoder_lr"))
 @click.option("--freeze-encoder", type=int,
               help=_help("Epochs with the encoder frozen, only the decoder learning.", "freeze_encoder"))
 @click.option("--encoder-bn", type=click.Choice(ENCODER_BN),
