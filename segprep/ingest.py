@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from segprep.errors import DecodeError, SegprepError
-from segprep.executor import Pool, available_cpus
+from segprep.executor import available_cpus, make_executor
 from segprep.hashing import array_sha1, image_hashes, phash_hex
 from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey
 from segprep.manifest import COLUMNS, write_manifest
@@ -45,6 +44,7 @@ from segprep.readers import RawPair, Source, resolve_sources
 from segprep.readers.base import natural_key
 from segprep.shards import ShardWriter, shard_problem
 from segprep.splits import assign_splits, read_splits_file
+from segprep.stage import StageRecord, relative, remove_stale
 from segprep.work import WorkLock, atomic_write_csv, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -408,27 +408,11 @@ def _run_blocks(pending: list[BlockTask], workers: int, bar) -> dict[int, dict]:
     """Run blocks on worker processes (inline with one); each writes its own shard and meta.
     Interrupted or failed: the workers are ended, and a restart reuses every finished block."""
     done: dict[int, dict] = {}
-    with Pool(min(workers, max(1, len(pending))), preload=[__name__]) as pool:
+    with make_executor(min(workers, max(1, len(pending))), preload=[__name__]) as pool:
         for meta in pool.imap_unordered(run_block, pending):
             done[meta["number"]] = meta
             bar.update(meta["n_tasks"])
     return done
-
-
-def _relative(path: str, start: Path) -> str:
-    return Path(os.path.relpath(path, start)).as_posix() if path else ""
-
-
-def _remove_stale(shard_dir: Path, n_blocks: int) -> None:
-    """Shards and meta files of blocks beyond this run's last (an earlier, larger input) and
-    temporary files a killed run left behind: nothing names them any more."""
-    if not shard_dir.is_dir():
-        return
-    for path in shard_dir.iterdir():
-        match = _SHARD_FILE.match(path.name)
-        if match and (match.group(3) or int(match.group(1)) >= n_blocks):
-            log.info("removing stale %s", path)
-            path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -477,11 +461,9 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
                     force, verify, started)
 
 
-def _differences(old: dict, new: dict) -> str:
-    names = {"sources": "sources", "val": "--val", "test": "--test", "split_seed": "--seed",
-             "max_pixels": "--max-pixels", "splits_file": "--splits"}
-    changed = [names.get(key, key) for key in names if old.get(key) != new.get(key)]
-    return ", ".join(changed) or "options"
+#: option keys and the flags a user types for them
+FLAGS = {"sources": "sources", "val": "--val", "test": "--test", "split_seed": "--seed",
+         "max_pixels": "--max-pixels", "splits_file": "--splits"}
 
 
 def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: str,
@@ -492,14 +474,13 @@ def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: st
     fingerprint = _sha1_text({"version": INGEST_VERSION, "compression": COMPRESSION,
                               "options": options, "tasks": [asdict(t) for t in plan.tasks],
                               "stats": plan.stats, "unpaired": plan.unpaired})
-    record = read_json(record_path) if manifest_path.exists() else None
-    if isinstance(record, dict) and not force and record.get("options") not in (None, options):
-        raise SegprepError(f"{manifest_path} exists from an ingest with other "
-                           f"{_differences(record['options'], options)}; pass --force to replace "
-                           f"it, or -o another WORK folder")
+    record = StageRecord(record_path, manifest_path)
+    previous_record = record.read()
+    record.refuse_other(previous_record, "options", options, force=force, names=FLAGS,
+                        hint=", or -o another WORK folder")
     blocks = _blocks(plan, shard_dir)
     metas = {} if force else {b.number: m for b in blocks if (m := _finished(b, verify)) is not None}
-    previous = None if force else _previous_result(record, manifest_path, fingerprint)
+    previous = None if force else _previous_result(record, previous_record, fingerprint)
     if previous is not None and len(metas) == len(blocks):
         previous.skipped = True
         previous.manifest_path, previous.work = manifest_path, work
@@ -507,9 +488,7 @@ def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: st
         log.info("ingest: inputs unchanged since %s and outputs intact; nothing to do", record_path)
         return previous
     rebuilt = len(blocks) - len(metas) if previous is not None else 0
-    # From here on the old manifest may no longer describe the shards; take it away first.
-    record_path.unlink(missing_ok=True)
-    manifest_path.unlink(missing_ok=True)
+    record.withdraw()  # from here on the old manifest may no longer describe the shards
     shard_dir.mkdir(parents=True, exist_ok=True)
     reused = len(metas)
     pending = [b for b in blocks if b.number not in metas]
@@ -520,7 +499,7 @@ def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: st
     table, unreadable = _collect(blocks, metas, plan, work, sources)
     manifest, split_stats = _manifest(table, plan, splits_table, splits_file, options, manifest_dir)
     write_manifest(manifest, manifest_path)
-    _remove_stale(shard_dir, len(blocks))
+    remove_stale(shard_dir, _SHARD_FILE, keep=lambda name: _block_file(name, len(blocks)))
     result = IngestResult(
         notes=_data_notes(table), manifest_path=manifest_path, work=work, n_samples=len(manifest),
         sources=[{"name": name, "layout": lay, "root": root} for name, lay, root in options["sources"]],
@@ -528,10 +507,8 @@ def _run(plan: _Plan, work: Path, options: dict, sources: list[Path], layout: st
         unreadable=len(unreadable), excluded=int((manifest["status"] == "excluded").sum()),
         seconds=time.perf_counter() - started, splits=split_stats, blocks=len(blocks),
         blocks_reused=reused, rebuilt=rebuilt)
-    atomic_write_json(record_path, {
-        "version": INGEST_VERSION, "fingerprint": fingerprint, "options": options,
-        "manifest_sha1": hashlib.sha1(manifest_path.read_bytes()).hexdigest(),
-        "sources": [str(p) for p in sources], "layout": layout, "result": result.to_json()})
+    record.write(version=INGEST_VERSION, fingerprint=fingerprint, options=options,
+                 sources=[str(p) for p in sources], layout=layout, result=result.to_json())
     log.info("ingest: %d samples -> %s in %.1f s", len(manifest), manifest_path, result.seconds)
     return result
 
@@ -544,7 +521,7 @@ def _collect(blocks: list[BlockTask], metas: dict[int, dict], plan: _Plan, work:
     rows, unreadable = [], []
     for block in blocks:
         meta = metas[block.number]
-        shard_rel = _relative(str(shard_dir / meta["shard"]), manifest_dir) if meta["shard"] else ""
+        shard_rel = relative(str(shard_dir / meta["shard"]), manifest_dir) if meta["shard"] else ""
         rows += [{**record, "shard": shard_rel} for record in meta["rows"]]
         unreadable.extend(meta["unreadable"])
     atomic_write_csv(report_dir / "unpaired.csv", pd.DataFrame(plan.unpaired, columns=list(UNPAIRED_COLUMNS)))
@@ -572,7 +549,7 @@ def _manifest(table: pd.DataFrame, plan: _Plan, splits_table: pd.DataFrame | Non
                                             seed=options["split_seed"], splits_table=splits_table,
                                             splits_path=splits_file or "")
     excluded = table["issues"] != ""
-    relative = lambda paths: [_relative(p, manifest_dir) for p in paths]  # noqa: E731
+    relative_all = lambda paths: [relative(p, manifest_dir) for p in paths]  # noqa: E731
     manifest = pd.DataFrame({
         "sample_id": table["sample_id"], "source": table["source"],
         "split": assignment["split"].to_numpy(), "group": assignment["group"].to_numpy(),
@@ -580,15 +557,15 @@ def _manifest(table: pd.DataFrame, plan: _Plan, splits_table: pd.DataFrame | Non
         "mask_shard": table["shard"], "mask_index": table["index"],
         "height": table["height"], "width": table["width"], "fg_fraction": table["fg_fraction"],
         "status": np.where(excluded, "excluded", "ok"), "issues": table["issues"],
-        "parent_id": "", "image_path": relative(table["image_path"]),
-        "mask_path": relative(table["mask_path"]),
+        "parent_id": "", "image_path": relative_all(table["image_path"]),
+        "mask_path": relative_all(table["mask_path"]),
         "stem": table["stem"], "phash": table["phash"],
         "image_sha1": table["image_sha1"], "mask_sha1": table["mask_sha1"],
         "mask_values": table["mask_values"], "has_roi": table["has_roi"],
-        "roi_path": relative(table["roi_path"]),
+        "roi_path": relative_all(table["roi_path"]),
         "phash256": table["phash256"], "image_decoder": table["image_decoder"],
         "mask_format": table["mask_format"],
-        "extra_mask_paths": [";".join(relative(paths)) for paths in table["extra_mask_paths"]],
+        "extra_mask_paths": [";".join(relative_all(paths)) for paths in table["extra_mask_paths"]],
         "decode_warnings": table["decode_warnings"],
     })
     assert tuple(manifest.columns) == COLUMNS + EXTRA_COLUMNS
@@ -638,14 +615,20 @@ def _data_notes(table: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _previous_result(record: dict | None, manifest_path: Path, fingerprint: str
+def _previous_result(record: StageRecord, previous: dict | None, fingerprint: str
                      ) -> IngestResult | None:
     """The recorded result of a finished ingest with the same inputs whose manifest is intact."""
-    try:
-        if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
-            return None
-        if hashlib.sha1(manifest_path.read_bytes()).hexdigest() != record.get("manifest_sha1"):
-            return None
-        return IngestResult.from_json(record["result"])
-    except (OSError, ValueError, KeyError, TypeError):
+    if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
         return None
+    if not record.intact(previous):
+        return None
+    try:
+        return IngestResult.from_json(previous["result"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _block_file(name: str, n_blocks: int) -> bool:
+    """Whether a file in WORK/shards is a complete shard or meta file of this run's blocks."""
+    match = _SHARD_FILE.match(name)
+    return bool(match) and not match.group(3) and int(match.group(1)) < n_blocks

@@ -16,6 +16,7 @@ import pandas as pd
 
 from segprep.errors import ManifestError, ShardError
 from segprep.shards import shard_length
+from segprep.work import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,8 @@ def write_manifest(df: pd.DataFrame, path: Path) -> Path:
     if len(duplicated):
         raise ManifestError(f"{path}: refusing to write duplicate sample_id "
                             f"{', '.join(sorted(set(duplicated))[:5])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     log.info("wrote %s (%d rows)", path, len(df))
     return path
 

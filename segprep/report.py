@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from segprep.checks import CODES, code_order
+from segprep.checks import CHECKS, code_order
 from segprep.checks.findings import Finding
 from segprep.checks.repairs import binarize, mask_scale
 from segprep.shards import read_image, read_mask, read_roi
@@ -206,7 +206,7 @@ def _rgb(colour: tuple[int, int, int]) -> str:
 
 def _strength(finding: Finding) -> float:
     """How strong a finding is by its code's measure, larger first (see Code.worst)."""
-    worst = CODES[finding.code].worst if finding.code in CODES else "high"
+    worst = CHECKS[finding.code].worst if finding.code in CHECKS else "high"
     value = float(finding.value)
     return -value if worst == "low" else abs(value) if worst == "abs" else value
 
@@ -224,7 +224,7 @@ def _sections(df: pd.DataFrame, findings: list[list[Finding]], statuses: list[st
         extra_by_code.setdefault(item[2].code, []).append(item)
     sections = []
     for code in set(by_code) | set(extra_by_code):
-        info = CODES.get(code)
+        info = CHECKS.get(code)
         members = sorted(by_code.get(code, []), key=lambda m: (-_strength(m[1]), m[0]))
         actions = {f.action for _, f in members} | {f.action for _, _, f in extra_by_code.get(code, [])}
         routine = bool(info and info.routine) and actions <= {"repaired"}
@@ -311,7 +311,7 @@ def write_report(out_dir: Path, df: pd.DataFrame, input_folder: Path,
         n_flagged=len(flagged), n_extra=len(extra), leakage=leakage,
         colours={"raw": _rgb(RAW_COLOUR), "clean": _rgb(CLEAN_COLOUR),
                  "removed": _rgb(REMOVED_COLOUR), "added": _rgb(ADDED_COLOUR)},
-        counts=[{**row, "description": CODES[row["code"]].description if row["code"] in CODES else ""}
+        counts=[{**row, "description": CHECKS[row["code"]].description if row["code"] in CHECKS else ""}
                 for row in counts.to_dict("records")],
         sections=_sections(df, findings, statuses, extra, files))
     path = out_dir / "index.html"

@@ -325,27 +325,80 @@ def shard_length(path: Path) -> int:
     return int(open_shard(path).attrs["n"])
 
 
+class ShardReader:
+    """Reads of single samples' arrays from any number of shards, fast enough for a training
+    loader: one read-only handle per file and process (a forked or unpickled copy opens its own;
+    a handle closed by :func:`close_shards` is reopened), and each file's layout and datasets
+    looked up once (through h5py that costs about as much as reading a chunk). The one reader
+    of the shard layout: the stages' :func:`read_image` ... and segtrain's loader use it."""
+
+    ARRAYS = ("images", "masks", "roi")
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[h5py.File, bool, dict[str, Any]]] = {}
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {"_files": {}, "_pid": None}  # HDF5 handles do not travel to another process
+
+    def _open(self, path: str) -> tuple[h5py.File, bool, dict[str, Any]]:
+        if self._pid != os.getpid():  # a forked worker: never use the parent's handles
+            self._files = {}
+            self._pid = os.getpid()
+        entry = self._files.get(path)
+        if entry is None or not entry[0].id.valid:
+            handle = open_shard(Path(path))
+            fixed = handle.attrs.get("layout") == "fixed"
+            nodes = {name: handle[name] if name in handle else None for name in self.ARRAYS}
+            entry = (handle, fixed, nodes)
+            self._files[path] = entry
+        return entry
+
+    def node(self, path: str | Path, name: str, index: int):
+        """The h5py dataset holding ``name``'s sample ``index`` (fixed layout: the whole array,
+        one sample per row) and whether the layout is fixed; None when the shard has none."""
+        _, fixed, nodes = self._open(str(path))
+        node = nodes.get(name)
+        if node is None or fixed:
+            return node, fixed
+        return node.get(_key(index)), fixed
+
+    def spec(self, path: str | Path, name: str, index: int) -> tuple[np.dtype, tuple] | None:
+        """dtype and shape of one sample's ``name`` array without reading it; None if absent."""
+        node, fixed = self.node(path, name, index)
+        if node is None:
+            return None
+        return node.dtype, tuple(node.shape[1:] if fixed else node.shape)
+
+    def read(self, path: str | Path, name: str, index: int, required: bool = True) -> np.ndarray | None:
+        """Sample ``index``'s ``name`` array (images, masks, roi), or None (``required=False``)."""
+        try:
+            node, fixed = self.node(path, name, index)
+            if node is None:
+                array = None
+            elif fixed:
+                if not 0 <= index < node.shape[0]:
+                    raise ShardError(f"{path}: index {index} out of range for {name} "
+                                     f"({node.shape[0]} samples)")
+                array = node[index:index + 1][0]  # one chunk; a slice is faster in h5py than an int
+            else:
+                array = node[()]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt: {exc})") from None
+        if array is None and required:
+            raise ShardError(f"{path}: holds no {name} for index {index}")
+        return array
+
+
+_reader = ShardReader()
+
+
 def _read(path: Path, name: str, index: int, required: bool) -> np.ndarray | None:
     handle = open_shard(path)
     n = int(handle.attrs["n"])
     if not 0 <= index < n:
         raise ShardError(f"{path}: index {index} out of range (shard holds {n} samples)")
-    try:
-        if name not in handle:
-            if required:
-                raise ShardError(f"{path}: holds no {name}")
-            return None
-        if handle.attrs["layout"] == "fixed":
-            return handle[name][index]
-        group = handle[name]
-        key = _key(index)
-        if key not in group:
-            if required:
-                raise ShardError(f"{path}: holds no {name} for index {index}")
-            return None
-        return group[key][()]
-    except (OSError, KeyError) as exc:
-        raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt: {exc})") from None
+    return _reader.read(Path(path).resolve(), name, index, required)
 
 
 def _checked(path: Path, name: str, index: int, array: np.ndarray | None) -> np.ndarray | None:

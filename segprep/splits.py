@@ -186,14 +186,46 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
     optionally near_bits (per-sample threshold, default ``near_duplicate_bits``) and
     confirm_hash (the 256-bit :func:`segprep.hashing.phash256`, to confirm candidate pairs).
     Returns a frame with columns split and group (same index) and a statistics dict.
+
+    Four steps: the splits each sample may take (official and file splits), base groups
+    (layout groups, else one per image), near-duplicate merges of groups, then groups placed
+    largest first towards each source's target counts.
     """
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise SegprepError(f"--val {val} and --test {test} must be fractions in [0, 1) "
                            "that leave some samples for training")
-    n = len(samples)
     samples = samples.reset_index(drop=True)
     notes: list[str] = []
+    allowed, given_group = _constraints(samples, splits_table, splits_path, notes)
+    names, member_group, uf, divided = _base_groups(samples, allowed, given_group, notes)
+    bits = (samples["near_bits"].to_numpy(dtype=np.int64) if "near_bits" in samples
+            else np.full(len(samples), near_duplicate_bits, np.int64))
+    merges = _merge_near_duplicates(samples, bits, member_group, uf, notes)
+    roots = [uf.find(g) for g in range(len(names))]
+    root_name: dict[int, str] = {}
+    for g, root in enumerate(roots):  # names are sorted, so the first seen is the smallest
+        root_name.setdefault(root, names[g])
+    group_of_sample = [root_name[roots[g]] for g in member_group]
+    members: dict[str, list[int]] = defaultdict(list)
+    for k, g in enumerate(group_of_sample):
+        members[g].append(k)
+    group_mask = {root_name[r]: uf.allowed[r] for r in set(roots)}
+    target, requested = _targets(samples, allowed, val, test)
+    split_of_group, assigned = _place_groups(samples, members, group_mask, target, seed)
+    final = pd.DataFrame({"group": group_of_sample, "source": samples["source"]})
+    final["split"] = final["group"].map(split_of_group)
+    stats = _statistics(samples, members, target, requested, assigned)
+    stats.update(merges, near_duplicate_bits=int(bits.max(initial=0)), divided_groups=divided[:20],
+                 notes=notes)
+    for note in notes:
+        log.info(note)
+    return final[["split", "group"]], stats
 
+
+def _constraints(samples: pd.DataFrame, splits_table: pd.DataFrame | None,
+                 splits_path: Path | str, notes: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Per sample: the bit set of splits it may take (official split, else a splits file, else
+    any) and the group a layout or splits file gives it ('' for none)."""
     allowed = samples["official_split"].map(
         {"": ANY, "train": TRAIN | VAL, "val": VAL, "test": TEST}).astype(np.int64)
     given_group = samples["layout_group"].astype(str)
@@ -203,9 +235,14 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
         allowed = allowed.where(~covered, file_allowed)
         given_group = given_group.where(~(covered & (file_groups != "")), file_groups)
         notes += file_notes
+    return allowed, given_group
 
-    # Base groups; one that a fixed split cuts in two is divided (and reported), because a
-    # group may never span two splits.
+
+def _base_groups(samples: pd.DataFrame, allowed: pd.Series, given_group: pd.Series,
+                 notes: list[str]) -> tuple[list[str], np.ndarray, _Groups, list[str]]:
+    """Base groups (sorted names, each sample's group index, the union-find over them, the
+    groups divided). A group that a fixed split cuts in two is divided (and reported),
+    because a group may never span two splits."""
     base_name = np.where(given_group != "", samples["source"] + "/" + given_group,
                          samples["source"] + "/" + samples["stem"])
     frame = pd.DataFrame({"base": base_name, "allowed": allowed})
@@ -224,12 +261,16 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
     group_allowed = [ANY] * len(names)
     for g, a in zip(member_group, frame["allowed"]):
         group_allowed[g] &= int(a)
-    uf = _Groups(sizes, group_allowed)
+    return names, member_group, _Groups(sizes, group_allowed), divided
 
-    # Near duplicates, closest pairs first.
+
+def _merge_near_duplicates(samples: pd.DataFrame, bits: np.ndarray, member_group: np.ndarray,
+                           uf: _Groups, notes: list[str]) -> dict:
+    """Merge the groups of near-duplicate images, closest pairs first; a merge that would make
+    a group larger than the cap is refused unless the pair is very close or mutually nearest.
+    Returns the merge statistics."""
+    n = len(samples)
     hashes = np.array([int(h) for h in samples["phash"]], dtype=np.uint64)
-    bits = (samples["near_bits"].to_numpy(dtype=np.int64) if "near_bits" in samples
-            else np.full(n, near_duplicate_bits, np.int64))
     ii, jj, dd, nearest = near_pairs(hashes, int(bits.max(initial=0)))
     keep = dd <= np.minimum(bits[ii], bits[jj])
     if "confirm_hash" in samples:
@@ -259,21 +300,20 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
         a, b, d = straddling[0]
         notes.append(f"{len(straddling)} near-duplicate pair(s) straddle a fixed split (e.g. {a} "
                      f"and {b}, {d} bits apart): a leak in that split, kept as given")
+    return {"near_duplicate_candidates": int(candidates), "near_duplicate_pairs": int(len(ii)),
+            "near_duplicate_merges": merged, "merges_refused_by_cap": refused, "group_cap": cap,
+            "straddling_pairs": [[a, b, d] for a, b, d in straddling[:20]],
+            "n_straddling_pairs": len(straddling)}
 
-    roots = [uf.find(g) for g in range(len(names))]
-    root_name: dict[int, str] = {}
-    for g, root in enumerate(roots):  # names are sorted, so the first seen is the smallest
-        root_name.setdefault(root, names[g])
-    group_of_sample = [root_name[roots[g]] for g in member_group]
-    final = pd.DataFrame({"group": group_of_sample, "source": samples["source"]})
 
-    # Targets per source.
-    sources = list(dict.fromkeys(samples["source"]))
+def _targets(samples: pd.DataFrame, allowed: pd.Series, val: float, test: float
+             ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, str]]]:
+    """Per source, the sample count each split should get, and what was asked for it (a
+    fraction, or "fixed" where official splits decide)."""
     target: dict[str, dict[str, int]] = {}
     requested: dict[str, dict[str, str]] = {}
-    for source in sources:
+    for source in dict.fromkeys(samples["source"]):
         a = allowed[samples["source"] == source].to_numpy()
-        n_src = len(a)
         t: dict[str, int] = {}
         req: dict[str, str] = {}
         for split, fraction in (("val", val), ("test", test)):
@@ -282,26 +322,26 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
             if fixed or not possible:
                 t[split], req[split] = fixed, "fixed"
             else:
-                t[split], req[split] = int(math.floor(fraction * n_src + 0.5)), f"{fraction:g}"
-        t["train"] = n_src - t["val"] - t["test"]
+                t[split], req[split] = int(math.floor(fraction * len(a) + 0.5)), f"{fraction:g}"
+        t["train"] = len(a) - t["val"] - t["test"]
         target[source], requested[source] = t, req
+    return target, requested
 
-    # Place groups, largest first.
-    members: dict[str, list[int]] = defaultdict(list)
-    for k, g in enumerate(group_of_sample):
-        members[g].append(k)
-    group_mask = {root_name[r]: uf.allowed[r] for r in set(roots)}
+
+def _place_groups(samples: pd.DataFrame, members: dict[str, list[int]], group_mask: dict[str, int],
+                  target: dict[str, dict[str, int]], seed: int
+                  ) -> tuple[dict[str, str], dict[str, Counter]]:
+    """Each group's split, largest groups first: the split with room for the whole group,
+    drawn in proportion to the room left (seeded), else the one furthest below target."""
     order = sorted(members, key=lambda g: (-len(members[g]), _tiebreak(seed, g)))
-    assigned: dict[str, Counter] = {s: Counter() for s in sources}
+    assigned: dict[str, Counter] = {s: Counter() for s in target}
     rng = np.random.default_rng(seed)
     split_of_group: dict[str, str] = {}
     for g in order:
-        mask = group_mask[g]
-        options = [s for s in SPLITS if mask & _BIT[s]]
+        options = [s for s in SPLITS if group_mask[g] & _BIT[s]]
         src_counts = Counter(samples["source"][k] for k in members[g])
         deficit = {s: sum(target[src][s] - assigned[src][s] for src in src_counts) for s in options}
-        size = len(members[g])
-        fits = [s for s in options if deficit[s] >= size]
+        fits = [s for s in options if deficit[s] >= len(members[g])]
         if len(options) == 1:
             choice = options[0]
         elif fits:
@@ -312,37 +352,20 @@ def assign_splits(samples: pd.DataFrame, *, val: float = 0.1, test: float = 0.1,
         split_of_group[g] = choice
         for src, count in src_counts.items():
             assigned[src][choice] += count
-    final["split"] = final["group"].map(split_of_group)
+    return split_of_group, assigned
 
-    # Statistics for the summary.
-    group_sizes = [len(m) for m in members.values()]
+
+def _statistics(samples: pd.DataFrame, members: dict[str, list[int]],
+                target: dict[str, dict[str, int]], requested: dict[str, dict[str, str]],
+                assigned: dict[str, Counter]) -> dict:
     largest = sorted(members, key=lambda g: (-len(members[g]), g))[:3]
     realised = {}
-    for source in sources:
+    for source in target:
         n_src = int((samples["source"] == source).sum())
         counts = {s: int(assigned[source][s]) for s in SPLITS}
-        realised[source] = {
-            "counts": counts,
-            "target": target[source],
-            "requested": requested[source],
-            "fractions": {s: round(counts[s] / n_src, 4) for s in SPLITS},
-        }
-    stats = {
-        "n_groups": len(members),
-        "group_sizes": _bucket_counts(group_sizes),
-        "largest_groups": [[g, len(members[g])] for g in largest],
-        "near_duplicate_bits": int(bits.max(initial=0)),
-        "near_duplicate_candidates": int(candidates),
-        "near_duplicate_pairs": int(len(ii)),
-        "near_duplicate_merges": merged,
-        "merges_refused_by_cap": refused,
-        "group_cap": cap,
-        "straddling_pairs": [[a, b, d] for a, b, d in straddling[:20]],
-        "n_straddling_pairs": len(straddling),
-        "divided_groups": divided[:20],
-        "sources": realised,
-        "notes": notes,
-    }
-    for note in notes:
-        log.info(note)
-    return final[["split", "group"]], stats
+        realised[source] = {"counts": counts, "target": target[source],
+                            "requested": requested[source],
+                            "fractions": {s: round(counts[s] / n_src, 4) for s in SPLITS}}
+    return {"n_groups": len(members),
+            "group_sizes": _bucket_counts([len(m) for m in members.values()]),
+            "largest_groups": [[g, len(members[g])] for g in largest], "sources": realised}

@@ -11,6 +11,7 @@ second run on a folder that is in use refuses at once, naming the holder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -20,6 +21,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from segprep.errors import SegprepError
@@ -33,23 +35,27 @@ class WorkInUse(SegprepError):
     """Another process is writing the same folder."""
 
 
-def _tmp(path: Path) -> Path:
-    # per process: two writers (which the lock prevents anyway) never share a temporary file
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s content to (by any library), renamed to ``path``
+    when the block succeeds and removed when it fails: a reader (or a killed run) never sees
+    half a file. The suffix is kept, for writers that choose a format by it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename: a reader (or a
     killed run) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -8,7 +8,7 @@ Two modes:
   ``<out>/<model>-<loss>-s<seed>`` (grid rows: ``<out>/r<NN>-<model>-<loss>-s<seed>``).
   A run whose ``summary.json`` exists is not run again; one with a ``last.pt`` but no summary
   is resumed. ``leaderboard.csv``/``.md``/``.png`` aggregate the seeds of each combination.
-* **speed** (``speed_benchmark``): per model, train-step and inference images/s and peak
+* **speed** (:mod:`segtrain.speed`): per model, train-step and inference images/s and peak
   memory on random tensors, with AMP off and on, no data and no convergence.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 import torch
 
 from segprep.work import atomic_write_csv, atomic_write_text
-from segtrain.config import CONFIG_KEYS, RunConfig, parse_size
+from segtrain.config import CONFIG_KEYS, RunConfig, parse_text
 from segtrain.errors import SegtrainError
 
 log = logging.getLogger(__name__)
@@ -37,16 +36,10 @@ log = logging.getLogger(__name__)
 BENCH_OWNED = ("manifest", "out", "resume", "force")
 GRID_KEYS: tuple[str, ...] = tuple(key for key in CONFIG_KEYS if key not in BENCH_OWNED)
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
-_INT_KEYS = {"epochs", "batch_size", "workers", "seed", "early_stop", "base_channels"}
-_FLOAT_KEYS = {"lr", "threshold", "max_minutes"}
-_BOOL_KEYS = {"channels_last", "compile", "deep_supervision"}
-_MAPPING_KEYS = {"model_kwargs", "loss_kwargs"}
 
 LEADERBOARD_COLUMNS = (
     "rank", "model", "loss", "options", "seeds", "dice_mean", "dice_std", "iou_mean", "iou_std",
     "params", "gmacs", "train_img_s", "infer_img_s", "peak_mem_mb", "wall_s", "runs")
-SPEED_COLUMNS = ("model", "amp", "params", "gmacs", "train_img_s", "infer_img_s",
-                 "train_peak_mb", "infer_peak_mb", "status")
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -60,42 +53,35 @@ class Combination:
     varied: dict[str, Any] = field(default_factory=dict)  # grid columns other than model/loss
 
 
-def _parse_bool(key: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SegtrainError(f"{key} must be true or false; got {text!r}")
+def base_options(manifest: Path | None, config_file: Path | None, given: dict[str, Any], *,
+                 speed_only: bool = False) -> tuple[Path | None, dict[str, Any]]:
+    """The options every run of a bench shares: a config file's, overridden by those given on
+    the command line; and the manifest (the argument, else the config file's)."""
+    from segtrain.config import read_config_file
+
+    base = read_config_file(config_file) if config_file is not None else {}
+    owned = sorted(k for k in base if k in ("out", "resume"))
+    if owned:
+        raise SegtrainError(f"{config_file}: {', '.join(owned)} cannot be set for a bench (each run "
+                            f"gets its own folder in --out)")
+    if manifest is None and base.get("manifest") and not speed_only:
+        manifest = Path(base["manifest"])
+    base.pop("manifest", None)
+    base.update(given)
+    if manifest is None and not speed_only:
+        raise SegtrainError("a MANIFEST is needed (or --speed-only)")
+    return manifest, base
 
 
-def parse_option(key: str, value: Any) -> Any:
-    """A grid cell (text) as the type ``RunConfig`` wants; non-text values pass unchanged."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        if key in _INT_KEYS:
-            return int(text)
-        if key in _FLOAT_KEYS:
-            return float(text)
-    except ValueError:
-        kind = "an integer" if key in _INT_KEYS else "a number"
-        raise SegtrainError(f"{key} must be {kind}; got {value!r}") from None
-    if key in _BOOL_KEYS:
-        return _parse_bool(key, text)
-    if key in _MAPPING_KEYS:
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got {value!r} "
-                                f"({exc})") from None
-        if not isinstance(parsed, dict):
-            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got {value!r}")
-        return parsed
-    if key == "size":
-        return parse_size(text)
-    return text
+def resolve_combinations(models: Sequence[str], losses: Sequence[str], grid: Path | None
+                         ) -> list[Combination]:
+    """The bench's rows: a grid file's, or every model with every loss."""
+    if grid is not None and (models or losses):
+        raise SegtrainError("give either --grid or --models/--losses, not both (a grid row names "
+                            "its model and loss)")
+    if grid is not None:
+        return read_grid(grid)
+    return combinations(models or ["unet"], losses or ["bce+dice"])
 
 
 def normalise_key(key: str) -> str:
@@ -142,7 +128,7 @@ def read_grid(path: Path) -> list[Combination]:
                 continue
             key = columns[column]
             try:
-                options[key] = parse_option(key, text)
+                options[key] = parse_text(key, text)
             except SegtrainError as exc:
                 raise SegtrainError(f"{path}: line {number + 1}: {exc}") from None
         model = options.get("model", _DEFAULTS["model"])
@@ -358,7 +344,7 @@ def leaderboard(results: Sequence[tuple[Job, dict[str, Any] | None, str | None]]
     return frame[[*LEADERBOARD_COLUMNS, "errors"]].reset_index(drop=True)
 
 
-def _cell(value: Any, digits: int = 4) -> str:
+def cell(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
@@ -366,7 +352,7 @@ def _cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _gmacs_cell(value: Any) -> str:
+def gmacs_cell(value: Any) -> str:
     # tiny test models have a few MMACs, real ones tens of GMACs: three significant digits
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -384,31 +370,28 @@ def format_leaderboard(frame: pd.DataFrame) -> list[list[str]]:
               "GMACs", "train img/s", "infer img/s", "peak MB", "wall s"]
     table = [header]
     for _, row in frame.iterrows():
-        spread = (lambda m, s: f"{_cell(m)} ± {_cell(s)}" if not math.isnan(s) else _cell(m))
+        spread = (lambda m, s: f"{cell(m)} ± {cell(s)}" if not math.isnan(s) else cell(m))
         table.append([
             str(row["rank"]), row["model"], row["loss"], row["options"] or "-",
             f"{row['runs']}/{row['seeds']}" if row["runs"] != row["seeds"] else str(row["seeds"]),
             spread(row["dice_mean"], row["dice_std"]), spread(row["iou_mean"], row["iou_std"]),
-            _cell(None if row["params"] is None or pd.isna(row["params"]) else row["params"] / 1e6, 3),
-            _gmacs_cell(row["gmacs"]), _cell(row["train_img_s"], 1), _cell(row["infer_img_s"], 1),
-            _cell(row["peak_mem_mb"], 0), _cell(row["wall_s"], 1)])
+            cell(None if row["params"] is None or pd.isna(row["params"]) else row["params"] / 1e6, 3),
+            gmacs_cell(row["gmacs"]), cell(row["train_img_s"], 1), cell(row["infer_img_s"], 1),
+            cell(row["peak_mem_mb"], 0), cell(row["wall_s"], 1)])
     return table
 
 
 def text_table(table: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = []
-    for i, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """The printed table (header, a rule, rows) of text cells."""
+    return pd.DataFrame(table[1:], columns=table[0]).to_markdown(index=False, tablefmt="simple",
+                                                                 disable_numparse=True)
 
 
 def markdown_table(table: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join("---" for _ in table[0]) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
-    return "\n".join(lines)
+    """The same table as GitHub markdown (a | in a cell escaped)."""
+    rows = [[cell.replace("|", "\\|") for cell in row] for row in table[1:]]
+    return pd.DataFrame(rows, columns=table[0]).to_markdown(index=False, tablefmt="github",
+                                                                 disable_numparse=True)
 
 
 def best_line(frame: pd.DataFrame) -> str:
@@ -509,164 +492,3 @@ def run_bench(manifest: Path | str, combos: Sequence[Combination], *, seeds: int
 
 
 # ----------------------------------------------------------------------------- speed only
-
-def _amp_modes(device: torch.device) -> list[tuple[str, torch.dtype | None]]:
-    if device.type == "cuda":
-        return [("off", None), ("bf16", torch.bfloat16) if torch.cuda.is_bf16_supported()
-                else ("fp16", torch.float16)]
-    return [("off", None), ("bf16", torch.bfloat16)]
-
-
-def _timer(device: torch.device) -> Callable[[], Callable[[], float]]:
-    """``start = timer(); ...; seconds = start()``: CUDA events on a GPU (the work is queued,
-    so a host clock would time the queueing), the host clock on a CPU."""
-    if device.type == "cuda":
-        def start_cuda() -> Callable[[], float]:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-
-            def stop() -> float:
-                end.record()
-                end.synchronize()
-                return begin.elapsed_time(end) / 1000
-
-            return stop
-        return start_cuda
-
-    def start_cpu() -> Callable[[], float]:
-        begin = time.perf_counter()
-        return lambda: time.perf_counter() - begin
-    return start_cpu
-
-
-def _logits(output: Any) -> list[torch.Tensor]:
-    return list(output) if isinstance(output, (list, tuple)) else [output]
-
-
-def measure_speed(model_name: str, *, size: tuple[int, int], batch_size: int, device: torch.device,
-                  amp: tuple[str, torch.dtype | None], steps: int, warmup: int,
-                  model_kwargs: dict[str, Any] | None = None, channels_last: bool = False) -> dict[str, Any]:
-    """Train-step (forward, BCE loss, backward, Adam step) and inference images/s of one model
-    on random tensors, and the peak CUDA memory of each (None on CPU)."""
-    from segtrain.models import build_model, model_info
-
-    amp_name, amp_dtype = amp
-    kwargs = dict(model_kwargs or {})
-    info = model_info(model_name, size=size, **kwargs)
-    row: dict[str, Any] = {"model": model_name, "amp": amp_name, "params": info["params"],
-                           "gmacs": None if info["macs"] is None else info["macs"] / 1e9,
-                           "train_img_s": None, "infer_img_s": None, "train_peak_mb": None,
-                           "infer_peak_mb": None, "status": "ok"}
-    if info["macs"] is None:
-        row["status"] = f"n/a: size must be divisible by {info['required_divisor']}"
-        return row
-    torch.manual_seed(0)
-    model = build_model(model_name, **kwargs).to(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    x = torch.randn(batch_size, model.in_channels, *size, device=device).contiguous(memory_format=memory_format)
-    target = (torch.rand(batch_size, model.num_classes, *size, device=device) > 0.5).float()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    timer = _timer(device)
-    cuda = device.type == "cuda"
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
-    def train_step() -> None:
-        with autocast():
-            outputs = _logits(model(x))
-        loss = sum(loss_fn(o.float(), target) for o in outputs)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    def infer_step() -> None:
-        with torch.inference_mode(), autocast():
-            model(x)
-
-    try:
-        for phase, step, mode in (("train", train_step, True), ("infer", infer_step, False)):
-            model.train(mode)
-            for _ in range(warmup):
-                step()
-            if cuda:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            stop = timer()
-            for _ in range(steps):
-                step()
-            seconds = stop()
-            row[f"{phase}_img_s"] = steps * batch_size / seconds if seconds > 0 else None
-            if cuda:
-                row[f"{phase}_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    except torch.cuda.OutOfMemoryError:
-        row["status"] = f"out of memory at batch size {batch_size}"
-    except RuntimeError as exc:
-        if amp_dtype is None:
-            raise
-        # e.g. an operator without a bf16 kernel on this CPU: a fact for the table, not a failure
-        row["status"] = f"n/a: {str(exc).splitlines()[0][:80]}"
-    finally:
-        del model, optimizer, x, target
-        if cuda:
-            torch.cuda.empty_cache()
-    return row
-
-
-def speed_benchmark(models: Sequence[str], *, size: tuple[int, int], batch_size: int, device: str = "auto",
-                    steps: int = 10, warmup: int = 3, model_kwargs: dict[str, Any] | None = None,
-                    channels_last: bool = False, amp: Sequence[str] = ("off", "on"),
-                    on_row: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
-    """``measure_speed`` for every model, AMP off and on (bf16 on CPU and on GPUs that have it,
-    fp16 otherwise). Every name and option is checked before anything is timed."""
-    from segtrain.models import MODELS, build_model
-    from segtrain.trainer import resolve_device
-
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise SegtrainError(f"unknown model(s) {', '.join(unknown)}; valid models: {', '.join(MODELS)}")
-    if steps < 1 or warmup < 0 or batch_size < 1:
-        raise SegtrainError(f"need steps >= 1, warmup >= 0, batch size >= 1; got {steps}, {warmup}, {batch_size}")
-    for name in models:
-        with torch.device("meta"):
-            build_model(name, **(model_kwargs or {}))
-    torch_device = resolve_device(device)
-    modes = [m for m in _amp_modes(torch_device) if ("off" if m[1] is None else "on") in amp]
-    rows = []
-    for name in models:
-        for mode in modes:
-            row = measure_speed(name, size=size, batch_size=batch_size, device=torch_device, amp=mode,
-                                steps=steps, warmup=warmup, model_kwargs=model_kwargs,
-                                channels_last=channels_last)
-            row["device"] = str(torch_device)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    return pd.DataFrame(rows, columns=[*SPEED_COLUMNS, "device"])
-
-
-def format_speed(frame: pd.DataFrame) -> list[list[str]]:
-    header = ["model", "amp", "params (M)", "GMACs", "train img/s", "infer img/s", "train peak MB",
-              "infer peak MB", "status"]
-    table = [header]
-    for _, r in frame.iterrows():
-        table.append([r["model"], r["amp"], _cell(r["params"] / 1e6, 3), _gmacs_cell(r["gmacs"]),
-                      _cell(r["train_img_s"], 1), _cell(r["infer_img_s"], 1),
-                      _cell(r["train_peak_mb"], 0), _cell(r["infer_peak_mb"], 0), r["status"]])
-    return table
-
-
-def write_speed(frame: pd.DataFrame, out: Path, *, title: str) -> dict[str, Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "speed.csv", "md": out / "speed.md"}
-    atomic_write_csv(paths["csv"], frame, float_format="%.6g")
-    text = [f"# {title}", "", markdown_table(format_speed(frame)), "",
-            "Random tensors; train = forward + BCE + backward + Adam step; infer = eval-mode forward. "
-            "Peak memory: CUDA only.", ""]
-    atomic_write_text(paths["md"], "\n".join(text))
-    return paths

@@ -9,7 +9,6 @@ so ``--resume`` continues exactly where a killed run stopped.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segprep.work import atomic_path
 from segtrain.errors import SegtrainError
 
 FORMAT = "segkit-checkpoint"
@@ -82,9 +82,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION, **state}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -77,6 +77,7 @@ class RunConfig:
 
 
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
+_FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
 
 
 def parse_size(value: Any) -> list[int] | None:
@@ -101,6 +102,49 @@ def parse_size(value: Any) -> list[int] | None:
     if len(numbers) != 2 or min(numbers) < 1:
         raise SegtrainError(f"size must be two positive integers HxW; got {value!r}")
     return numbers
+
+
+def _field_kind(key: str) -> str:
+    """The type a text value of option ``key`` converts to, read from RunConfig's annotation."""
+    annotation = str(_FIELD_TYPES[key])
+    for kind in ("bool", "int", "float", "dict", "list"):
+        if annotation.startswith(kind):
+            return kind
+    return "str|dict" if annotation == "str | dict" else "str"
+
+
+def parse_text(key: str, value: Any) -> Any:
+    """A text value of option ``key`` (a grid cell, an environment variable) as the type
+    :class:`RunConfig` declares for it; non-text values pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    if key not in _FIELD_TYPES:
+        raise SegtrainError(f"unknown option {key!r}; valid options: {', '.join(CONFIG_KEYS)}")
+    text, kind = value.strip(), _field_kind(key)
+    if kind in ("int", "float"):
+        try:
+            return int(text) if kind == "int" else float(text)
+        except ValueError:
+            raise SegtrainError(f"{key} must be {'an integer' if kind == 'int' else 'a number'}; "
+                                f"got {value!r}") from None
+    if kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SegtrainError(f"{key} must be true or false; got {value!r}")
+    if kind == "list":
+        return parse_size(text)
+    if kind == "dict" or (kind == "str|dict" and text.startswith("{")):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got "
+                                f"{value!r} ({exc})") from None
+        if not isinstance(parsed, dict):
+            raise SegtrainError(f"{key} must be a JSON object such as {{\"depth\": 3}}; got {value!r}")
+        return parsed
+    return text
 
 
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 import uuid
 import weakref
@@ -34,16 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 from torch.utils.data.dataloader import default_collate
 
-from segprep.errors import ShardError
 from segprep.manifest import SPLITS, active, read_manifest
-from segprep.shards import close_shards, open_shard
+from segprep.shards import ShardReader, close_shards, load_sample, open_shard
 from segtrain.errors import SegtrainError
 
 log = logging.getLogger(__name__)
@@ -178,8 +175,7 @@ class ShardDataset(Dataset):
         # read_manifest opened every shard to check indices; drop those handles so that no
         # HDF5 file is open when a DataLoader forks its workers.
         close_shards()
-        self._pid: int | None = None
-        self._files: dict[str, tuple] = {}
+        self._reader = ShardReader()   # one handle per file and process, looked up once
         log.info("%s: %s split, %d samples at %dx%d", self.manifest_path, split, len(self._ids),
                  *self.size)
 
@@ -189,6 +185,7 @@ class ShardDataset(Dataset):
         nonsense without a word. One read of metadata per shard (variable shards: their first
         sample of this split)."""
         heights, widths = self.rows["height"].tolist(), self.rows["width"].tolist()
+        reader = ShardReader()
         checked: set[tuple[str, str]] = set()
         for column, shards, indices, name, ndim in (
                 ("image", self._image_shards, self._image_index, "images", 3),
@@ -197,20 +194,16 @@ class ShardDataset(Dataset):
                 if (path, name) in checked:
                     continue
                 checked.add((path, name))
-                handle = open_shard(Path(path))
-                if name not in handle:
-                    raise SegtrainError(f"{path}: holds no {name} ({self.manifest_path} names it "
-                                        f"as the {column} shard of {self._ids[k]})")
-                node = handle[name]
-                fixed = handle.attrs.get("layout") == "fixed"
-                dataset = node if fixed else node.get(f"{index:07d}")
-                if dataset is None:
-                    raise SegtrainError(f"{path}: holds no {name} for index {index}")
-                shape = tuple(dataset.shape[1:] if fixed else dataset.shape)
+                spec = reader.spec(path, name, index)
+                if spec is None:
+                    raise SegtrainError(f"{path}: holds no {name} for index {index} ({self.manifest_path} "
+                                        f"names it as the {column} of {self._ids[k]})")
+                dtype, shape = spec
+                fixed = reader.node(path, name, index)[1]
                 wanted = (heights[k], widths[k], 3) if ndim == 3 else (heights[k], widths[k])
-                if dataset.dtype != np.uint8 or len(shape) != ndim or (ndim == 3 and shape[2] != 3):
+                if dtype != np.uint8 or len(shape) != ndim or (ndim == 3 and shape[2] != 3):
                     raise SegtrainError(
-                        f"{path}: {name} are {dataset.dtype} {shape}, expected uint8 "
+                        f"{path}: {name} are {dtype} {shape}, expected uint8 "
                         f"{'(H, W, 3)' if ndim == 3 else '(H, W)'}; this shard was not written by "
                         f"segprep or is corrupt (`segprep verify {self.manifest_path}` lists the rows)")
                 if fixed and shape != wanted and "size_mismatch" not in self.rows["issues"].iloc[k]:
@@ -221,59 +214,12 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __getstate__(self) -> dict:
-        # Spawned workers get a pickled copy: HDF5 handles do not travel, they reopen.
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        state["_pid"] = None
-        return state
-
-    def _open(self, path: str) -> tuple[h5py.File, bool, dict[str, h5py.Dataset | None]]:
-        """This process's handle on ``path``, whether it is fixed-layout, and its datasets.
-
-        Looking up attributes and datasets through h5py costs about as much as reading a
-        chunk, so they are looked up once per file and process."""
-        if self._pid != os.getpid():  # a forked worker: never use the parent's handles
-            self._files = {}
-            self._pid = os.getpid()
-        entry = self._files.get(path)
-        if entry is None or not entry[0].id.valid:  # first use, or closed by close_shards()
-            handle = open_shard(Path(path))
-            fixed = handle.attrs.get("layout") == "fixed"
-            datasets = {name: handle[name] if fixed and name in handle else None
-                        for name in ("images", "masks", "roi")}
-            entry = (handle, fixed, datasets)
-            self._files[path] = entry
-        return entry
-
-    def _read(self, path: str, name: str, index: int, required: bool = True) -> np.ndarray | None:
-        try:
-            handle, fixed, datasets = self._open(path)
-            if fixed:
-                dataset = datasets[name]
-                if dataset is None:
-                    array = None
-                elif index >= dataset.shape[0]:
-                    raise ShardError(f"{path}: index {index} out of range for {name} "
-                                     f"({dataset.shape[0]} samples)")
-                else:
-                    # one chunk: one sample (a one-sample slice is faster in h5py than an int)
-                    array = dataset[index:index + 1][0]
-            else:
-                key = f"{name}/{index:07d}"
-                array = handle[key][()] if key in handle else None
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt shard: "
-                             f"{exc})") from None
-        if array is None and required:
-            raise ShardError(f"{path}: holds no {name} for index {index}")
-        return array
-
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Sample ``i`` as uint8 arrays at ``self.size``: image (H, W, 3), mask, ROI or None."""
-        image = self._read(self._image_shards[i], "images", self._image_index[i])
-        roi = self._read(self._image_shards[i], "roi", self._image_index[i], required=False)
-        mask = self._read(self._mask_shards[i], "masks", self._mask_index[i])
+        read = self._reader.read
+        image = read(self._image_shards[i], "images", self._image_index[i])
+        roi = read(self._image_shards[i], "roi", self._image_index[i], required=False)
+        mask = read(self._mask_shards[i], "masks", self._mask_index[i])
         if self.raw_masks or mask.max() > 127:
             if not self._warned_raw:
                 log.warning("%s: sample %s has mask values > 127 (raw 0/255 mask?); mapping "
@@ -403,6 +349,34 @@ def _unpack(data: np.ndarray | torch.Tensor, size: tuple[int, int], has_roi: boo
 
     return (view(0, (height, width, 3)), view(3 * plane, (height, width)),
             view(4 * plane, (height, width)) if has_roi else None)
+
+
+class StoredSizeDataset(Dataset):
+    """The rows of a ``ShardDataset`` at their stored size (no resize), for scoring test
+    images against their untouched masks when training used ``--size``."""
+
+    def __init__(self, dataset) -> None:
+        self.rows = dataset.rows
+        self.root = dataset.manifest_path.parent
+        self.mean, self.std = dataset.mean, dataset.std
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows.iloc[i]
+        sample = load_sample(self.root, row)
+        mask = sample.mask if sample.mask.max() <= 127 else (sample.mask > 127).view(np.uint8)
+        roi = (sample.roi != 0).view(np.uint8) if sample.roi is not None else np.ones(mask.shape, np.uint8)
+        return {"image": image_to_tensor(sample.image, self.mean, self.std),
+                "mask": torch.from_numpy(mask.astype(np.int64)), "roi": torch.from_numpy(roi),
+                "sample_id": row["sample_id"], "index": i}
+
+
+def stored_size(dataset) -> Dataset:
+    """``dataset`` when it already serves every sample at its stored size, else a reader that does."""
+    sizes = set(zip(dataset.rows["height"].tolist(), dataset.rows["width"].tolist()))
+    return dataset if sizes == {tuple(dataset.size)} else StoredSizeDataset(dataset)
 
 
 class RawBatch(list):

@@ -1,16 +1,20 @@
 """The training loop behind ``segtrain run``: setup, one epoch, validate, checkpoint, early stop.
 
-Read top to bottom, as one would read nanoGPT's train.py:
+The pieces come first, in the order a run uses them; :func:`train` at the end puts them
+together and reads as the whole story (as nanoGPT's train.py does):
 
-1. ``setup``: device, process group (DDP under torchrun), seeds, datasets and loaders, model
-   (channels-last, torch.compile, DDP), loss, optimizer, scheduler, grad scaler; ``--resume``
-   restores all of it, RNG states included, from ``last.pt``.
-2. ``train_one_epoch``: the usual forward / loss / backward / step under autocast.
-3. ``validate``: loss and Dice/IoU on the val split, confusion counts reduced over ranks.
-4. end of epoch: scheduler, history, ``last.pt`` every epoch, ``best.pt`` on a better val Dice,
-   early stop.
+1. ``setup``: device, process group (DDP under torchrun), seeds, datasets and loaders
+   (:mod:`segtrain.data`), model (channels-last, torch.compile, DDP), loss, optimizer and
+   scheduler (:mod:`segtrain.optim`), grad scaler; ``--resume`` restores all of it, RNG states
+   included, from ``last.pt``.
+2. ``train_one_epoch``: batches through :func:`train_step` (forward under autocast, loss in
+   float32, backward, step through the scaler; ``bench --speed-only`` times the same step).
+3. ``validate``: loss and Dice/IoU (:mod:`segtrain.metrics`) on the val split, confusion counts
+   reduced over ranks.
+4. ``end_of_epoch``: scheduler, history, ``last.pt`` every epoch, ``best.pt`` on a better val
+   Dice; ``train_epochs`` loops over epochs with early stop and the time budget.
 5. ``test``: the best checkpoint on the test split at the stored size: test_per_image.csv,
-   summary.json, curves.png, predictions.png.
+   predictions.png; then ``build_summary`` (summary.json, ranks checked in sync) and curves.png.
 
 Only rank 0 writes files and reports; every rank trains, validates and tests its share.
 """
@@ -40,11 +44,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from segprep.executor import available_cpus
 from segprep.progress import progress
-from segprep.work import WorkLock
+from segprep.work import WorkLock, atomic_write_csv, atomic_write_text
 from segtrain import distributed as D
 from segtrain.checkpoint import (rng_state, read_checkpoint, save_checkpoint, set_rng_state,
                                  versions)
 from segtrain.config import RunConfig
+from segtrain.optim import build_optimizer, build_scheduler, parameter_groups
 from segtrain.errors import SegtrainError
 from segtrain.evaluate import autocast, evaluate, main_logits, predict_masks, write_per_image
 
@@ -115,18 +120,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def parameter_groups(model: nn.Module, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: a pretrained encoder learns at ``encoder_lr`` x ``lr``
-    (fine-tuning: its ImageNet features need small steps, the new decoder large ones)."""
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not hasattr(model, "segkit_normalize"):
-        return [{"params": list(model.parameters()), "lr": lr}]
-    own = {id(p) for p in encoder.parameters()}
-    # the decoder's group first: history.csv records param_groups[0]'s rate as the run's lr
-    return [{"params": [p for p in model.parameters() if id(p) not in own], "lr": lr},
-            {"params": list(encoder.parameters()), "lr": lr * encoder_lr}]
-
-
 def prepare_encoder(run: "Run", epoch: int) -> None:
     """Before each epoch (after ``model.train()``): freeze the encoder for the first
     --freeze-encoder epochs, and keep its batch-norm layers in eval mode (ImageNet's running
@@ -150,33 +143,6 @@ def encoder_bn_frozen(config: RunConfig) -> bool:
     return pretrained and config.batch_size < 8
 
 
-def build_optimizer(name: str, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    # fused kernels are the fastest Adam on CUDA; the CPU keeps the default (foreach) path
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, **fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, **fused)
-    if name == "nadam":
-        return torch.optim.NAdam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    raise SegtrainError(f"unknown optimizer {name!r}; valid: adam, adamw, nadam, sgd")
-
-
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
-    """Stepped once per epoch (plateau: on the val Dice)."""
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if name == "poly":  # the DeepLab schedule
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs) ** 0.9)
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
-    if name == "none":
-        return None
-    raise SegtrainError(f"unknown scheduler {name!r}; valid: cosine, plateau, poly, none")
-
-
 def check_names(config: RunConfig) -> None:
     """Fail on a wrong model, encoder or loss name before any data is read."""
     from segtrain.losses import LOSSES
@@ -188,47 +154,6 @@ def check_names(config: RunConfig) -> None:
         check_encoder_name(config.encoder)
     if config.loss not in LOSSES:
         raise SegtrainError(f"unknown loss {config.loss!r}; valid losses: {', '.join(LOSSES)}")
-
-
-def dice_iou(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU from ``(N, 4)`` tp/fp/fn/tn counts; 1 when both masks are empty
-    (the convention of :mod:`segtrain.metrics`)."""
-    tp, fp, fn = counts[:, 0].double(), counts[:, 1].double(), counts[:, 2].double()
-    dice_den, iou_den = 2 * tp + fp + fn, tp + fp + fn
-    dice = torch.where(dice_den > 0, 2 * tp / dice_den.clamp_min(1), torch.ones_like(tp))
-    iou = torch.where(iou_den > 0, tp / iou_den.clamp_min(1), torch.ones_like(tp))
-    return dice, iou
-
-
-class StoredSizeDataset(Dataset):
-    """The rows of a ``ShardDataset`` at their stored size (no resize), for scoring test
-    images against their untouched masks when training used ``--size``."""
-
-    def __init__(self, dataset) -> None:
-        self.rows = dataset.rows
-        self.root = dataset.manifest_path.parent
-        self.mean, self.std = dataset.mean, dataset.std
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from segprep.shards import load_sample
-        from segtrain.data import image_to_tensor
-
-        row = self.rows.iloc[i]
-        sample = load_sample(self.root, row)
-        mask = sample.mask if sample.mask.max() <= 127 else (sample.mask > 127).view(np.uint8)
-        roi = (sample.roi != 0).view(np.uint8) if sample.roi is not None else np.ones(mask.shape, np.uint8)
-        return {"image": image_to_tensor(sample.image, self.mean, self.std),
-                "mask": torch.from_numpy(mask.astype(np.int64)), "roi": torch.from_numpy(roi),
-                "sample_id": row["sample_id"], "index": i}
-
-
-def stored_size(dataset) -> Dataset:
-    """``dataset`` when it already serves every sample at its stored size, else a reader that does."""
-    sizes = set(zip(dataset.rows["height"].tolist(), dataset.rows["width"].tolist()))
-    return dataset if sizes == {tuple(dataset.size)} else StoredSizeDataset(dataset)
 
 
 # ----------------------------------------------------------------------------- run state
@@ -431,19 +356,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             target = (target > 0).long()  # binary logits: every foreground class is foreground
         roi = batch["roi"].to(device, non_blocking=True)
 
-        with autocast(device, run.amp_dtype):
-            output = run.model(x)
-        # the loss in float32: sigmoid/log of half-precision logits loses the small gradients
-        if isinstance(output, (list, tuple)):
-            output = [o.float() for o in output]
-        else:
-            output = output.float()
-        loss = run.criterion(output, target, roi)
-
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        loss = train_step(run.model, run.criterion, run.optimizer, run.scaler, x, target, roi,
+                          run.amp_dtype)
 
         # Mean over ranks: every rank sees the same value, so a NaN stops them all together.
         reduced = D.all_reduce_sum(loss.detach().float().clone()) / run.dist.world_size
@@ -463,6 +377,26 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             "data_wait_share": data_wait / seconds if seconds > 0 else 0.0}
 
 
+def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, x: torch.Tensor, target: torch.Tensor,
+               roi: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """One optimisation step: forward under autocast, the loss, backward and the optimizer step
+    through the scaler. Returns the loss (not read: reading waits for the GPU)."""
+    with autocast(x.device, amp_dtype):
+        output = model(x)
+    # the loss in float32: sigmoid/log of half-precision logits loses the small gradients
+    if isinstance(output, (list, tuple)):
+        output = [o.float() for o in output]
+    else:
+        output = output.float()
+    loss = criterion(output, target, roi)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 class NonFiniteLoss(Exception):
     """Raised inside the loop; ``train`` turns it into a SegtrainError naming the last good checkpoint."""
 
@@ -480,7 +414,7 @@ def check_loss(step: int, loss: torch.Tensor, epoch: int, steps: int, bar) -> fl
 def validate(run: Run) -> dict[str, float]:
     """Val loss and mean per-image Dice/IoU (threshold ``config.threshold``), over all ranks."""
     device = run.device
-    from segtrain.metrics import batch_confusion
+    from segtrain.metrics import batch_confusion, scores
 
     run.eval_model.eval()
     # loss * images, dice sum, iou sum, images; float64 so sums over many images stay exact
@@ -497,10 +431,12 @@ def validate(run: Run) -> dict[str, float]:
             logits = main_logits(run.eval_model(x))
         logits = logits.float()
         loss = run.val_loss(logits, target, roi)
-        dice, iou = dice_iou(batch_confusion(logits, target, roi, threshold=run.config.threshold))
+        per_image = [scores(*counts) for counts in
+                     batch_confusion(logits, target, roi, threshold=run.config.threshold).tolist()]
         n = x.shape[0]
-        totals += torch.stack([loss.double() * n, dice.sum(), iou.sum(),
-                               torch.tensor(float(n), dtype=torch.float64, device=device)])
+        totals += torch.tensor([loss.item() * n, sum(m["dice"] for m in per_image),
+                                sum(m["iou"] for m in per_image), float(n)],
+                               dtype=torch.float64, device=device)
     D.all_reduce_sum(totals)
     n = max(totals[3].item(), 1.0)
     return {"val_loss": totals[0].item() / n, "val_dice": totals[1].item() / n, "val_iou": totals[2].item() / n}
@@ -542,15 +478,11 @@ def encoder_record(model: nn.Module) -> dict[str, Any] | None:
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
     frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(path)
+    atomic_write_csv(path, frame, float_format="%.6g")
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> dict[str, float]:
@@ -603,7 +535,7 @@ def load_best(run: Run) -> None:
 def test(run: Run) -> dict[str, Any]:
     """Score the best checkpoint on the test split (every rank a strided share); rank 0 writes
     test_per_image.csv and predictions.png. Returns the aggregate metrics and timings."""
-    from segtrain.data import ShardDataset
+    from segtrain.data import ShardDataset, stored_size
     from segtrain.metrics import aggregate
 
     config = run.config
@@ -676,57 +608,19 @@ def train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None
 
 
 def _train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | None) -> dict[str, Any]:
-    from segtrain.models import count_parameters
-
     wall_start = time.perf_counter()
     run: Run | None = None
     ok = False
     try:
         run = setup(config)
         if run.dist.is_main:
-            write_json({**config.to_dict(), "resolved": {
-                "device": str(run.device), "amp": amp_name(run.amp_dtype), "world_size": run.dist.world_size,
-                "input_size": list(run.input_size), "model_kwargs": dict(run.raw_model.segkit_kwargs),
-                "normalize": run.normalize, "encoder": encoder_record(run.raw_model),
-                "host": platform.node()}, "versions": versions()}, run.out / "config.json")
-            log.info("training %s (%d parameters) on %s, %d train / %d val images at %dx%d, amp %s, world %d",
-                     config.model, count_parameters(run.raw_model), run.device, len(run.train_set),
-                     len(run.val_set), *run.input_size, amp_name(run.amp_dtype), run.dist.world_size)
+            write_config(run)
         if run.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(run.device)
-        stop_reason: str | None = None  # early_stop or max_minutes when the loop ends before --epochs
-        loop_start, epoch_times = time.perf_counter(), []
-        for epoch in range(run.epoch + 1, config.epochs + 1):
-            if config.early_stop and run.stale_epochs >= config.early_stop:
-                stop_reason = "early_stop"
-                log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
-                         config.early_stop, run.best_dice, run.best_epoch)
-                break
-            if out_of_time(config.max_minutes, loop_start, epoch_times):
-                stop_reason = "max_minutes"
-                log.info("time budget: another epoch (~%.0f s) would end past --max-minutes %g; "
-                         "stopping after %d epochs", statistics.mean(epoch_times), config.max_minutes,
-                         len(epoch_times))
-                break
-            epoch_start = time.perf_counter()
-            try:
-                stats = train_one_epoch(run, epoch)
-            except NonFiniteLoss as exc:
-                raise SegtrainError(f"{exc}; stopped. {last_good(run)}") from None
-            D.broadcast_buffers(run.raw_model)  # everyone validates (and rank 0 saves) the same BN stats
-            stats.update(validate(run))
-            if not math.isfinite(stats["val_loss"]):
-                raise SegtrainError(f"validation loss is {stats['val_loss']} at epoch {epoch}; stopped. "
-                                    f"{last_good(run)}")
-            stats["epoch_seconds"] = time.perf_counter() - epoch_start
-            epoch_times.append(stats["epoch_seconds"])
-            row = end_of_epoch(run, epoch, stats)
-            log.info(format_epoch(row, config.epochs))
-            if on_epoch is not None and run.dist.is_main:
-                on_epoch(row)
-        if not D.params_in_sync(run.raw_model):
+        stop_reason = train_epochs(run, on_epoch)
+        in_sync = D.params_in_sync(run.raw_model)
+        if not in_sync:
             raise SegtrainError("the ranks ended with different weights; DDP lost synchronisation")
-
         result = test(run)
         peak = None
         if run.device.type == "cuda":
@@ -734,26 +628,7 @@ def _train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | Non
             peak = D.all_reduce_max(peak_t).item() / 2**20
         summary: dict[str, Any] = {}
         if run.dist.is_main:
-            speeds = [row["images_per_s"] for row in run.history]
-            summary = {
-                "run": str(run.out), "manifest": config.manifest, "model": config.model,
-                "model_kwargs": dict(run.raw_model.segkit_kwargs), "loss": config.loss,
-                "epochs_run": len(run.history), "best_epoch": run.best_epoch, "best_val_dice": run.best_dice,
-                "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
-                "test": result["test"],
-                # median over epochs: the first epoch carries cudnn autotuning and compilation
-                "train_images_per_s": statistics.median(speeds) if speeds else None,
-                "inference_images_per_s": result["inference_images_per_s"],
-                "peak_gpu_memory_mb": peak,
-                "parameters": count_parameters(run.raw_model),
-                "wall_seconds": time.perf_counter() - wall_start,
-                "train_seconds": sum(row["epoch_seconds"] for row in run.history),
-                "device": str(run.device), "amp": amp_name(run.amp_dtype),
-                "channels_last": config.channels_last, "compile": config.compile,
-                "world_size": run.dist.world_size, "ranks_in_sync": True,
-                "input_size": list(run.input_size),
-                "versions": versions(),
-            }
+            summary = build_summary(run, result, stop_reason, peak, in_sync, wall_start)
             write_json(summary, run.out / "summary.json")
             from segtrain.plots import plot_curves
 
@@ -769,6 +644,84 @@ def _train(config: RunConfig, on_epoch: Callable[[dict[str, float]], None] | Non
         run = None
         gc.collect()
         D.cleanup(ok)
+
+
+def write_config(run: Run) -> None:
+    """``config.json``: the run's options as given and as resolved on this machine."""
+    from segtrain.models import count_parameters
+
+    config = run.config
+    write_json({**config.to_dict(), "resolved": {
+        "device": str(run.device), "amp": amp_name(run.amp_dtype), "world_size": run.dist.world_size,
+        "input_size": list(run.input_size), "model_kwargs": dict(run.raw_model.segkit_kwargs),
+        "normalize": run.normalize, "encoder": encoder_record(run.raw_model),
+        "host": platform.node()}, "versions": versions()}, run.out / "config.json")
+    log.info("training %s (%d parameters) on %s, %d train / %d val images at %dx%d, amp %s, world %d",
+             config.model, count_parameters(run.raw_model), run.device, len(run.train_set),
+             len(run.val_set), *run.input_size, amp_name(run.amp_dtype), run.dist.world_size)
+
+
+def train_epochs(run: Run, on_epoch: Callable[[dict[str, float]], None] | None) -> str | None:
+    """Epochs from the one after ``run.epoch`` to --epochs: train, validate, checkpoint. Returns
+    why the loop ended early (early_stop, max_minutes), or None."""
+    config = run.config
+    loop_start, epoch_times = time.perf_counter(), []
+    for epoch in range(run.epoch + 1, config.epochs + 1):
+        if config.early_stop and run.stale_epochs >= config.early_stop:
+            log.info("early stop: val Dice has not improved for %d epochs (best %.4f at epoch %d)",
+                     config.early_stop, run.best_dice, run.best_epoch)
+            return "early_stop"
+        if out_of_time(config.max_minutes, loop_start, epoch_times):
+            log.info("time budget: another epoch (~%.0f s) would end past --max-minutes %g; "
+                     "stopping after %d epochs", statistics.mean(epoch_times), config.max_minutes,
+                     len(epoch_times))
+            return "max_minutes"
+        epoch_start = time.perf_counter()
+        try:
+            stats = train_one_epoch(run, epoch)
+        except NonFiniteLoss as exc:
+            raise SegtrainError(f"{exc}; stopped. {last_good(run)}") from None
+        D.broadcast_buffers(run.raw_model)  # everyone validates (and rank 0 saves) the same BN stats
+        stats.update(validate(run))
+        if not math.isfinite(stats["val_loss"]):
+            raise SegtrainError(f"validation loss is {stats['val_loss']} at epoch {epoch}; stopped. "
+                                f"{last_good(run)}")
+        stats["epoch_seconds"] = time.perf_counter() - epoch_start
+        epoch_times.append(stats["epoch_seconds"])
+        row = end_of_epoch(run, epoch, stats)
+        log.info(format_epoch(row, config.epochs))
+        if on_epoch is not None and run.dist.is_main:
+            on_epoch(row)
+    return None
+
+
+def build_summary(run: Run, result: dict[str, Any], stop_reason: str | None, peak: float | None,
+                  in_sync: bool, wall_start: float) -> dict[str, Any]:
+    """``summary.json``: the test metrics of the best epoch and how the run went."""
+    from segtrain.models import count_parameters
+
+    config = run.config
+    speeds = [row["images_per_s"] for row in run.history]
+    return {
+        "run": str(run.out), "manifest": config.manifest, "model": config.model,
+        "model_kwargs": dict(run.raw_model.segkit_kwargs), "loss": config.loss,
+        "encoder": encoder_record(run.raw_model),
+        "epochs_run": len(run.history), "best_epoch": run.best_epoch, "best_val_dice": run.best_dice,
+        "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
+        "test": result["test"],
+        # median over epochs: the first epoch carries cudnn autotuning and compilation
+        "train_images_per_s": statistics.median(speeds) if speeds else None,
+        "inference_images_per_s": result["inference_images_per_s"],
+        "peak_gpu_memory_mb": peak,
+        "parameters": count_parameters(run.raw_model),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "train_seconds": sum(row["epoch_seconds"] for row in run.history),
+        "device": str(run.device), "amp": amp_name(run.amp_dtype),
+        "channels_last": config.channels_last, "compile": config.compile,
+        "world_size": run.dist.world_size, "ranks_in_sync": in_sync,
+        "input_size": list(run.input_size),
+        "versions": versions(),
+    }
 
 
 def out_of_time(max_minutes: float | None, loop_start: float, epoch_times: list[float]) -> bool:

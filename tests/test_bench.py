@@ -12,15 +12,22 @@ import pytest
 from click.testing import CliRunner
 
 from segtrain import bench as B
+from segtrain import speed as S
 from segtrain.cli import main as cli
 from segtrain.errors import SegtrainError
 
-from blobs import SIZE, blob_manifest
+from blobs import blob_manifest
 
 # 1 epoch of 4-8-16-channel U-Nets on 8 images of 32x32: a run takes a second or two on a CPU.
 RUN_ARGS = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--lr", "0.01",
             "--base-channels", "4"]
 MODELS = "unet,unet-strided"  # both take depth=2 (from the config file)
+
+
+def markdown_header(text: str) -> list[str]:
+    """The cells of the first markdown table row in ``text``."""
+    line = next(line for line in text.splitlines() if line.startswith("|"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,7 @@ def test_models_x_losses_leaderboard(grid_bench) -> None:
         summary = json.loads((out / f"{model}-{loss}-s0" / "summary.json").read_text())
         assert summary["model"] == model and summary["loss"] == loss
     markdown = (out / "leaderboard.md").read_text()
-    assert "| # | model | loss |" in markdown and "best:" in markdown
+    assert markdown_header(markdown)[:3] == ["#", "model", "loss"] and "best:" in markdown
     assert (out / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     best = board.iloc[0]
     assert f"best: {best['model']} / {best['loss']}" in output
@@ -150,17 +157,17 @@ def test_speed_only(tmp_path) -> None:
                                       "--base-channels", "4", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     speed = pd.read_csv(out / "speed.csv", keep_default_na=False, na_values=[""])
-    assert list(speed.columns) == [*B.SPEED_COLUMNS, "device"]
+    assert list(speed.columns) == [*S.SPEED_COLUMNS, "device"]
     assert list(zip(speed["model"], speed["amp"])) == [("unet", "off"), ("unet", "bf16"),
                                                        ("segnet", "off"), ("segnet", "bf16")]
     off = speed[speed["amp"] == "off"]
     assert (off["status"] == "ok").all() and (off["train_img_s"] > 0).all() and (off["infer_img_s"] > 0).all()
     assert speed["train_peak_mb"].isna().all()  # CPU: no CUDA memory to report
-    assert "| model | amp |" in (out / "speed.md").read_text()
+    assert markdown_header((out / "speed.md").read_text())[:2] == ["model", "amp"]
 
 
 def test_speed_only_odd_size_is_marked(tmp_path) -> None:
-    frame = B.speed_benchmark(["unet"], size=(30, 30), batch_size=1, device="cpu", steps=1, warmup=0,
+    frame = S.speed_benchmark(["unet"], size=(30, 30), batch_size=1, device="cpu", steps=1, warmup=0,
                               model_kwargs={"base_channels": 4, "depth": 2}, amp=("off",))
     assert frame["status"].tolist() == ["n/a: size must be divisible by 4"]
 
@@ -193,7 +200,7 @@ def test_bad_grid_values_and_speed_names(tmp_path) -> None:
     with pytest.raises(SegtrainError, match="set by the bench itself"):
         B.read_grid(grid)
     with pytest.raises(SegtrainError, match="unknown model"):
-        B.speed_benchmark(["nope"], size=(32, 32), batch_size=1, device="cpu")
+        S.speed_benchmark(["nope"], size=(32, 32), batch_size=1, device="cpu")
     result = CliRunner().invoke(cli, ["bench"])
     assert result.exit_code == 1 and "MANIFEST is needed" in result.output
 
@@ -216,3 +223,20 @@ def test_failed_runs_make_a_nonzero_exit(data, tmp_path) -> None:
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "1 run(s) failed" in result.output.splitlines()[-1]
     assert (tmp_path / "o" / "leaderboard.md").is_file()
+
+
+def test_grid_cells_take_the_types_runconfig_declares(tmp_path) -> None:
+    # encoder_lr and freeze_encoder were missing from a second, hand-kept list of int/float keys
+    # and reached RunConfig as text; the types now come from RunConfig's own annotations
+    grid = tmp_path / "grid.csv"
+    grid.write_text("model,encoder_lr,freeze_encoder,size,normalize,channels_last,max_minutes\n"
+                    "unet,0.1,2,64x48,unit,yes,1\n")
+    (combo,) = B.read_grid(grid)
+    assert combo.options == {"model": "unet", "encoder_lr": 0.1, "freeze_encoder": 2,
+                             "size": [64, 48], "normalize": "unit", "channels_last": True,
+                             "max_minutes": 1.0}
+    from segtrain.config import RunConfig
+    RunConfig(manifest="m.csv", **combo.options)  # every value has the type the config checks
+    grid.write_text("model,freeze_encoder\nunet,0.5\n")
+    with pytest.raises(SegtrainError, match="line 2: freeze_encoder must be an integer"):
+        B.read_grid(grid)

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from segprep.checks import CODES, SAMPLE_CHECKS
+from segprep.checks import CHECKS, checks
 from segprep.checks import repairs
 from segprep.checks.alignment import measure, robust_z
 from segprep.checks.duplicates import (THUMB, Table, dice, find_duplicates, find_leakage,
-                                       find_near_duplicate_conflicts, mask_thumbnail)
+                                       find_near_duplicate_conflicts, leak_pairs, mask_thumbnail)
 from segprep.checks.findings import Finding
 from segprep.checks.mask import border_share, check_mask
 from segprep.checks.options import CleanOptions, area_pixels, parse_area, parse_threshold
@@ -191,15 +191,15 @@ def test_inverted_by_colour_not_geometry() -> None:
     samples[1] = (samples[1][0], 1 - samples[1][1])
     samples[3] = (samples[3][0], 1 - samples[3][1])
     source = _source(samples)
-    found = find_inverted(source, np.arange(24), "derm", OPTS)
+    found = find_inverted(source, np.arange(24), "derm", {}, OPTS)
     assert sorted(i for i, _ in found) == [1, 3]                   # no large real lesion flagged
     assert all(f.action == "flagged" and f.severity == "warning" for _, f in found)
-    assert {f.action for _, f in find_inverted(source, np.arange(24), "derm",
+    assert {f.action for _, f in find_inverted(source, np.arange(24), "derm", {},
                                                CleanOptions(repair_inverted=True))} == {"repaired"}
-    assert {f.action for _, f in find_inverted(source, np.arange(24), "derm",
+    assert {f.action for _, f in find_inverted(source, np.arange(24), "derm", {},
                                                CleanOptions(strict=True))} == {"excluded"}
     # Too few samples to learn colours from: geometry decides, and still only flags.
-    few = find_inverted(source[:5], np.arange(5), "derm", OPTS)
+    few = find_inverted(source[:5], np.arange(5), "derm", {}, OPTS)
     assert [i for i, _ in few] == [1] and few[0][1].action == "flagged"
 
 
@@ -248,7 +248,7 @@ def _table(masks: list[np.ndarray], sha1: list[str], splits: list[str]) -> Table
 def test_duplicates_keep_the_first_and_conflicting_masks_are_flagged() -> None:
     a, b = disc(), disc(center=(30, 30))
     table = _table([a, a, b, a], ["x", "x", "x", "y"], ["train"] * 4)
-    found = find_duplicates(table, OPTS)
+    found = find_duplicates(table, [], np.ones(4, bool), OPTS)
     by_code = {}
     for sid, f in found:
         by_code.setdefault(f.code, []).append(sid)
@@ -269,7 +269,8 @@ def test_near_duplicate_conflict_majority_and_leakage() -> None:
     flagged = [sid for sid, _ in find_near_duplicate_conflicts(two, [(0, 1, 2, (0.0, 0.0, 1.0), 0.9)],
                                                                np.ones(2, bool), OPTS)]
     assert flagged == ["s/0", "s/1"]                # a lone pair: both
-    findings, listed = find_leakage(table, pairs, usable)
+    findings = find_leakage(table, pairs, usable, OPTS)
+    listed = leak_pairs(findings, table)
     assert {sid for sid, _ in findings} == {"s/0", "s/1", "s/2", "s/3"}
     assert all("test" in (pair[1], pair[3]) for pair in listed)
     assert dice(mask_thumbnail(a > 0), mask_thumbnail(a > 0)) == 1.0
@@ -290,11 +291,43 @@ def test_options_parse_and_errors_list_the_choices() -> None:
         CleanOptions(dice_min=2).validate()
 
 
-def test_registry_describes_every_code() -> None:
-    assert set(SAMPLE_CHECKS) <= set(CODES)
-    for code in ("nonbinary", "speckle", "holes", "empty", "inverted", "misaligned", "area_outlier",
-                 "duplicate", "conflict", "near_duplicate_conflict", "leakage", "size_mismatch",
-                 "unreadable", "missing_mask"):
-        assert CODES[code].description and CODES[code].severity in ("error", "warning", "info")
+def test_the_registry_is_what_clean_runs() -> None:
+    from segprep.checks.registry import SCOPES, register
+
+    for code, check in CHECKS.items():
+        assert check.code == code and check.description and check.scope in SCOPES
+        assert check.severity in ("error", "warning", "info") and check.worst in ("high", "low", "abs")
+        # every scope but the codes another check emits and ingest's has a measure to run
+        assert check.measure is not None or check.scope == "ingest" or code == "conflict", code
+    # mask checks run in registration order, each repair applied before the next check
+    assert [c.code for c in checks("mask")] == ["nonbinary", "speckle", "holes", "empty", "outside_roi"]
+    assert checks("source")[0].explains_others and checks("source")[0].code == "inverted"
+    with pytest.raises(ValueError, match="registered twice"):
+        register("speckle", "mask", "warning", "flagged", "x", "again")(lambda ctx: None)
+    with pytest.raises(ValueError, match="scope"):
+        register("new", "everywhere", "warning", "flagged", "x", "y")
     with pytest.raises(ValueError, match="severity"):
         Finding("x", "fatal", 0.0, "")
+
+
+def test_a_registered_mask_check_runs_without_touching_clean(monkeypatch) -> None:
+    """The worked example of docs/DEVELOPING.md: one decorated function is a new check."""
+    from segprep.checks import registry
+    from segprep.checks.registry import register
+
+    monkeypatch.setattr(registry, "CHECKS", dict(registry.CHECKS))
+
+    @register("tiny_object", "mask", "warning", "flagged", "foreground share",
+              "the object covers under 1% of the frame")
+    def check_tiny(ctx):
+        share = float(ctx.binary.mean())
+        if 0 < share < 0.01:
+            return Finding("tiny_object", "warning", share, f"foreground {share:.2%} of the frame",
+                           action="excluded" if ctx.opts.strict else "flagged")
+        return None
+
+    binary, found = check_mask(disc(radius=4), None, OPTS)
+    assert [f.code for f in found] == ["tiny_object"] and registry.code_order("tiny_object") == len(CHECKS)
+    assert found[0].action == "flagged"
+    _, strict = check_mask(disc(radius=4), None, CleanOptions(strict=True).validate())
+    assert [(f.code, f.action) for f in strict] == [("tiny_object", "excluded")]

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from segprep.augment.stage import augment
 from segprep.clean import clean
 from segprep.cli import main as segprep_cli
 from segprep.errors import SegprepError
@@ -115,7 +114,7 @@ def test_augment_with_a_pipeline_file_reruns_as_a_no_op(synth, tmp_path: Path) -
 
 def test_the_field_of_view_is_0_1_on_every_path(synth, tmp_path: Path) -> None:
     from segtrain.data import ShardDataset, make_loader
-    from segtrain.trainer import StoredSizeDataset
+    from segtrain.data import StoredSizeDataset
 
     data = synth("drive", n=8, seed=22, size=(64, 64))
     result = ingest([data.root], tmp_path / "work", workers=1)

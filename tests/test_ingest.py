@@ -298,7 +298,7 @@ def test_rerun_is_a_no_op_unless_forced_or_inputs_change(synth, tmp_path: Path) 
     assert forced.manifest_path.read_bytes() == first.manifest_path.read_bytes()
     # other options never replace a finished ingest silently (an official split would become
     # a random one): refused, naming what differs, unless --force
-    with pytest.raises(SegprepError, match="other --seed; pass --force"):
+    with pytest.raises(SegprepError, match=r"other options \(--seed 0 -> 1\); pass --force"):
         ingest([source], work, workers=1, split_seed=1)
     assert first.manifest_path.read_bytes() == forced.manifest_path.read_bytes()
     other_seed = ingest([source], work, workers=1, split_seed=1, force=True)

@@ -67,7 +67,7 @@ def test_predict_files_and_folder(checkpoint, tmp_path, caplog):
     a = write_image(images / "a.png", disc_image(40, 56))
     b = write_image(images / "b b ü.jpg", disc_image(33, 20, seed=1))      # odd size, space, non-ASCII
     c = write_image(tmp_path / "other" / "a.png", disc_image(64, 64, seed=2))  # same stem as a.png
-    grey = write_image(images / "grey.png", disc_image(24, 24)[..., 0])
+    write_image(images / "grey.png", disc_image(24, 24)[..., 0])               # one channel
     (images / "notes.txt").write_text("not an image")                       # skipped, and counted
     (images / ".DS_Store").write_bytes(b"\0")                                # hidden: skipped quietly
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")     # skipped with a reason

@@ -23,9 +23,9 @@ from segprep.clean import clean
 from segprep.cli import main as segprep_cli
 from segprep.ingest import ingest
 from segprep.inspect import verify
-from segprep.manifest import read_manifest, write_manifest
+from segprep.manifest import write_manifest
 from segprep.shards import close_shards
-from segprep.work import LOCK_NAME, WorkInUse, WorkLock
+from segprep.work import LOCK_NAME, WorkLock
 
 def _segprep(*args: str, wait: bool = False) -> subprocess.Popen:
     """``segprep ARGS`` in a subprocess; with ``wait`` it imports everything first and starts

@@ -5,7 +5,6 @@ pipeline does before training on it."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -13,6 +12,7 @@ import numpy as np
 
 from segprep.manifest import read_manifest
 from segprep.shards import read_image, read_mask, read_roi
+from segprep.work import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ def write_preview(manifest: Path, out: Path, *, n: int = 8, variants: int = 5) -
                 name = "~" + name.rsplit("~", 1)[-1]
             axes.set_title(name[:22] + "…" + name[-5:] if len(name) > 28 else name, fontsize=7)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp)
     log.info("wrote %s (%d samples x up to %d variants)", out, len(grid), columns)
     return out

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ from segprep.augment.presets import pipeline_dict
 from segprep.errors import ManifestError, SegprepError
 from segprep.hashing import array_sha1
 from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
-from segprep.executor import Pool, available_cpus
+from segprep.executor import available_cpus, make_executor
+from segprep.stage import StageRecord, file_sha1, rebase, remove_stale
 from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample, shard_problem
 from segprep.work import (WorkLock, atomic_write_json, describe_bytes, ensure_writable,
                           free_bytes, read_json)
@@ -96,10 +98,6 @@ def variant_seed(seed: int, sample_id: str, variant: int) -> int:
     32 bits because Augmentor seeds ``numpy.random``, which takes at most 2**32 - 1."""
     digest = hashlib.sha256(f"{seed}\x00{sample_id}\x00{variant}".encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big")
-
-
-def _file_sha1(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- plan
@@ -282,30 +280,13 @@ def _options(manifest: Path, *, factor: int, size: tuple[int, int], backend: str
              seed: int, shard_size: int, max_tries: int) -> dict:
     """Everything that determines the output (not --workers, --preview or --force)."""
     return {
-        "format": FORMAT_VERSION, "input": manifest.name, "input_sha1": _file_sha1(manifest),
+        "format": FORMAT_VERSION, "input": manifest.name, "input_sha1": file_sha1(manifest),
         "factor": factor, "size": list(size), "backend": backend,
         "preset": None if pipeline_spec is not None else preset,
         "pipeline_file": str(pipeline) if pipeline is not None else None,
         "pipeline": pipeline_spec, "aspect": aspect, "compression": compression, "seed": seed,
         "shard_size": shard_size, "max_tries": max_tries,
     }
-
-
-def _differences(old: dict, new: dict) -> str:
-    """What differs, briefly: option values, but only the name of a pipeline (a whole
-    albumentations dict says nothing at a glance)."""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k} changed" if k in ("pipeline", "input_sha1") else
-                     f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "options"
-
-
-def _rebase(value: str, source_dir: Path, target_dir: Path) -> str:
-    if not value or os.path.isabs(value) or source_dir == target_dir:
-        return value
-    try:
-        return Path(os.path.relpath(source_dir / value, target_dir)).as_posix()
-    except ValueError:  # another drive (Windows): no relative path exists
-        return (source_dir / value).as_posix()
 
 
 def _plan(rows: pd.DataFrame, factor: int, shard_size: int, source_dir: Path,
@@ -315,7 +296,7 @@ def _plan(rows: pd.DataFrame, factor: int, shard_size: int, source_dir: Path,
         source = {k: (str(v) if not isinstance(v, str) else v) for k, v in record.items()}
         for column in PATH_COLUMNS:
             if column in source:
-                source[column] = _rebase(source[column], source_dir, target_dir)
+                source[column] = rebase(source[column], source_dir, target_dir)
         for variant in range(factor if source["split"] == "train" else 1):
             items.append((source, variant))
     return [ShardTask(number, f"augment-{number:05d}.h5", items[start:start + shard_size])
@@ -463,54 +444,39 @@ def _reusable(tasks: list[ShardTask], blocks_dir: Path, shards_dir: Path, verify
 def _run(manifest: Path, usable: pd.DataFrame, excluded: int, work: Path, options: dict,
          context: _Context, n_workers: int, force: bool, verify: bool, progress: bool,
          started: float) -> AugmentResult:
+    """plan (shard tasks, reusing intact ones) -> work (the rest on the executor) -> publish."""
     manifests_dir, shards_dir = work / "manifests", work / "shards"
-    out_manifest, record_path = manifests_dir / "augment.csv", manifests_dir / "augment.json"
+    record = StageRecord(manifests_dir / "augment.json", manifests_dir / "augment.csv")
     blocks_dir = manifests_dir / BLOCKS_DIR
-    record = read_json(record_path) if out_manifest.exists() else None
-    if isinstance(record, dict) and not force and record.get("options") != options:
-        raise SegprepError(f"{out_manifest} exists from a run with other options "
-                           f"({_differences(record.get('options') or {}, options)}); "
-                           f"pass --force to replace it")
+    previous = record.read()
+    record.refuse_other(previous, "options", options, force=force)
     if force or read_json(blocks_dir / "options.json") != options:
         shutil.rmtree(blocks_dir, ignore_errors=True)  # another run's (or --force): nothing to keep
     tasks = _plan(usable, options["factor"], options["shard_size"], manifest.resolve().parent,
                   manifests_dir.resolve())
     outcomes = _reusable(tasks, blocks_dir, shards_dir, verify)
     train_samples = int((usable["split"] == "train").sum())
-    intact = isinstance(record, dict) and record.get("manifest_sha1") == _file_sha1_or_none(out_manifest)
-    if intact and len(outcomes) == len(tasks):
-        log.info("%s is up to date; nothing to do (--force redoes it)", out_manifest)
-        done = read_manifest(out_manifest, check_shards=False)
-        shards = [shards_dir / name for name in record.get("shards", [])]
-        return AugmentResult(
-            manifest=out_manifest, work=work, rows=len(done), rows_per_split=_summary_counts(done),
-            train_samples=train_samples, factor=options["factor"], shards=shards,
-            bytes=sum(path.stat().st_size for path in shards),
-            seconds=time.perf_counter() - started, samples_per_s=0.0, skipped=True,
-            excluded_not_carried=excluded, fg_lost=int((done["fg_lost"] == "1").sum()),
-            workers=n_workers, options=options)
-    rebuilt = len(tasks) - len(outcomes) if isinstance(record, dict) else 0
-    for path in (record_path, out_manifest):  # the shards are about to change
-        path.unlink(missing_ok=True)
+    if record.intact(previous) and len(outcomes) == len(tasks):
+        log.info("%s is up to date; nothing to do (--force redoes it)", record.manifest)
+        return _up_to_date(record, previous, work, options, train_samples, excluded, n_workers,
+                           started)
+    rebuilt = len(tasks) - len(outcomes) if previous is not None else 0
+    record.withdraw()
     blocks_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(blocks_dir / "options.json", options)
     todo = [task for task in tasks if task.number not in outcomes]
-    if outcomes and len(todo):
+    if outcomes and todo:
         log.info("reusing %d of %d shards of an earlier run", len(outcomes), len(tasks))
     reused_rows = sum(len(outcomes[n].planned) for n in outcomes)
     computing = time.perf_counter()
     shards_dir.mkdir(parents=True, exist_ok=True)
     with progress_bar(total=sum(len(t.items) for t in tasks), initial=reused_rows, unit="sample",
                       desc="augment", enabled=progress) as bar:
-        if todo:
-            close_shards()  # no HDF5 handle crosses into the workers
-            with Pool(min(n_workers, len(todo)), _init_pool_worker, (context,),
-                      preload=[__name__]) as pool:
-                for outcome in pool.imap_unordered(_pool_process, todo):
-                    outcomes[outcome.number] = outcome
-                    bar.update(len(outcome.planned))
-    ordered = [outcomes[task.number] for task in tasks]
-    result = _publish(ordered, manifest, out_manifest, record_path, shards_dir, options)
+        for outcome in _compute(todo, context, n_workers):
+            outcomes[outcome.number] = outcome
+            bar.update(len(outcome.planned))
+    result = _publish([outcomes[task.number] for task in tasks], manifest, record, shards_dir,
+                      options)
     computed_rows = sum(len(t.items) for t in tasks) - reused_rows
     compute_seconds = time.perf_counter() - computing
     result.update(work=work, train_samples=train_samples, seconds=time.perf_counter() - started,
@@ -518,19 +484,35 @@ def _run(manifest: Path, usable: pd.DataFrame, excluded: int, work: Path, option
                   reused_shards=len(tasks) - len(todo), computed_rows=computed_rows,
                   excluded_not_carried=excluded, workers=min(n_workers, max(1, len(todo))),
                   rebuilt=rebuilt)
-    log.info("wrote %d rows to %s in %.1f s", result["rows"], out_manifest, result["seconds"])
+    log.info("wrote %d rows to %s in %.1f s", result["rows"], record.manifest, result["seconds"])
     return AugmentResult(**result)
 
 
-def _file_sha1_or_none(path: Path) -> str | None:
-    try:
-        return _file_sha1(path)
-    except OSError:
-        return None
+def _compute(todo: list[ShardTask], context: _Context, n_workers: int) -> Iterator[ShardOutcome]:
+    """The shard tasks on the executor, as they finish."""
+    if not todo:
+        return
+    close_shards()  # no HDF5 handle crosses into the workers
+    with make_executor(min(n_workers, len(todo)), _init_pool_worker, (context,),
+                       preload=[__name__]) as pool:
+        yield from pool.imap_unordered(_pool_process, todo)
 
 
-def _publish(ordered: list[ShardOutcome], manifest: Path, out_manifest: Path, record_path: Path,
-             shards_dir: Path, options: dict) -> dict:
+def _up_to_date(record: StageRecord, previous: dict, work: Path, options: dict,
+                train_samples: int, excluded: int, n_workers: int, started: float) -> AugmentResult:
+    done = read_manifest(record.manifest, check_shards=False)
+    shards = [work / "shards" / name for name in previous.get("shards", [])]
+    return AugmentResult(
+        manifest=record.manifest, work=work, rows=len(done), rows_per_split=_summary_counts(done),
+        train_samples=train_samples, factor=options["factor"], shards=shards,
+        bytes=sum(path.stat().st_size for path in shards),
+        seconds=time.perf_counter() - started, samples_per_s=0.0, skipped=True,
+        excluded_not_carried=excluded, fg_lost=int((done["fg_lost"] == "1").sum()),
+        workers=n_workers, options=options)
+
+
+def _publish(ordered: list[ShardOutcome], manifest: Path, record: StageRecord, shards_dir: Path,
+             options: dict) -> dict:
     """The manifest last, then the record that makes a rerun a no-op; returns the result's
     fields that the outputs give."""
     out_rows = [row for outcome in ordered for row in outcome.rows]
@@ -540,12 +522,11 @@ def _publish(ordered: list[ShardOutcome], manifest: Path, out_manifest: Path, re
     df = pd.DataFrame(out_rows)
     extras = [c for c in CARRIED_COLUMNS if c in df.columns]
     df = df[list(COLUMNS) + extras + list(LINEAGE_COLUMNS)]
-    write_manifest(df, out_manifest)
+    write_manifest(df, record.manifest)
     shard_names = sorted({outcome.name for outcome in ordered if outcome.rows})
-    atomic_write_json(record_path, {"options": options, "shards": shard_names, "rows": len(df),
-                                    "manifest_sha1": _file_sha1(out_manifest),
-                                    "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    _remove_stale_shards(shards_dir, keep=set(shard_names))
+    record.write(options=options, shards=shard_names, rows=len(df),
+                 written=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    remove_stale(shards_dir, _SHARD_NAME, keep=set(shard_names).__contains__)
     binarized = sorted({sid for outcome in ordered for sid in outcome.binarized})
     if binarized:
         log.warning("%d masks had values above 1 (raw grey masks, as ingest stores them); "
@@ -555,19 +536,10 @@ def _publish(ordered: list[ShardOutcome], manifest: Path, out_manifest: Path, re
     for sample_id, reason in failed:
         log.warning("%s: skipped, unreadable: %s", sample_id, reason)
     shards = [shards_dir / name for name in shard_names]
-    return dict(manifest=out_manifest, rows=len(df), rows_per_split=_summary_counts(df),
+    return dict(manifest=record.manifest, rows=len(df), rows_per_split=_summary_counts(df),
                 factor=options["factor"], shards=shards,
                 bytes=sum(path.stat().st_size for path in shards), fg_lost=int(df["fg_lost"].sum()),
                 binarized=len(binarized), failed=failed, options=options)
-
-
-def _remove_stale_shards(shards_dir: Path, keep: set[str]) -> None:
-    """Shards of earlier runs that the new manifest no longer names (and .tmp files of killed
-    runs): only this stage's own file names are touched."""
-    for path in shards_dir.iterdir():
-        if _SHARD_NAME.match(path.name) and path.name not in keep:
-            log.debug("removing stale %s", path)
-            path.unlink(missing_ok=True)
 
 
 def _preview(out_manifest: Path, work: Path, n: int) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from segprep.checks.findings import Finding
 from segprep.checks.options import CleanOptions
+from segprep.checks.registry import register
 from segprep.hashing import hamming, near_pairs
 from segprep.splits import CONFIRM_BITS, NEAR_DUPLICATE_BITS
 
@@ -119,7 +120,7 @@ def _affine(move: Move, side: int = THUMB) -> np.ndarray:
     return np.float32([[scale, 0, offset - dx], [0, scale, offset - dy]])
 
 
-def register(a: np.ndarray, b: np.ndarray) -> tuple[Move, float]:
+def register_images(a: np.ndarray, b: np.ndarray) -> tuple[Move, float]:
     """The move (shift and scale, see :data:`SCALES`) that brings ``b`` onto ``a``, and the
     correlation of the overlapping fine detail after it (-1..1; 0 when every shift is beyond
     MAX_SHIFT or nothing overlaps)."""
@@ -241,8 +242,12 @@ def confirmed_pairs(table: Table, candidates: list[tuple[int, int, int]]
     return out
 
 
-def find_duplicates(table: Table, opts: CleanOptions) -> list[tuple[str, Finding]]:
-    """Identical pixels under two or more names: keep the best-ranked one, exclude the rest.
+@register("duplicate", "pairs", "error", "excluded", "1",
+          "identical image pixels under another name; one kept, the others excluded")
+def find_duplicates(table: Table, pairs: list, usable: np.ndarray, opts: CleanOptions
+                    ) -> list[tuple[str, Finding]]:
+    """Identical pixels under two or more names (among all samples, excluded ones too: a
+    copy of an excluded image is a copy): keep the best-ranked one, exclude the rest.
     A copy whose mask disagrees with the kept one (Dice below --dice-min) makes a `conflict`
     on both: one of the two labels is wrong."""
     out: list[tuple[str, Finding]] = []
@@ -279,7 +284,7 @@ def verified_pairs(table: Table, candidates: list[tuple[int, int, int]], opts: C
     for (i, j), distance in sorted(todo.items()):
         if i not in table.details or j not in table.details:
             continue
-        move, corr = register(table.details[i], table.details[j])
+        move, corr = register_images(table.details[i], table.details[j])
         if corr >= opts.near_min_corr or (i, j) in confirmed:
             out.append((i, j, distance, move, corr))
     return out
@@ -295,6 +300,14 @@ def neighbours(pairs: list, usable: np.ndarray) -> dict[int, list[int]]:
     return out
 
 
+# emitted by find_duplicates
+register("conflict", "pairs", "warning", "flagged", "Dice of the two masks",
+         "identical images with different masks; flagged (--strict: excluded)", worst="low")(None)
+
+
+@register("near_duplicate_conflict", "pairs", "warning", "flagged", "Dice of the two masks",
+          "near-identical images (in any source or class) whose masks disagree; both flagged "
+          "(--strict: excluded)", worst="low")
 def find_near_duplicate_conflicts(table: Table, pairs: list, usable: np.ndarray,
                                   opts: CleanOptions) -> list[tuple[str, Finding]]:
     """Near-identical images whose masks disagree once the images are registered.
@@ -330,28 +343,35 @@ def find_near_duplicate_conflicts(table: Table, pairs: list, usable: np.ndarray,
     return out
 
 
-def find_leakage(table: Table, pairs: list, active: np.ndarray
-                 ) -> tuple[list[tuple[str, Finding]], list[tuple[str, str, str, str, int]]]:
+@register("leakage", "pairs", "error", "flagged", "perceptual-hash distance",
+          "near-identical images in different splits; error in the summary", worst="low")
+def find_leakage(table: Table, pairs: list, usable: np.ndarray, opts: CleanOptions
+                 ) -> list[tuple[str, Finding]]:
     """Identical or near-identical images in different splits, both still in use: the test
-    score would be measured on what training saw. Returns findings on both members and the
-    pairs (id_a, split_a, id_b, split_b, phash distance) for the summary."""
+    score would be measured on what training saw. Findings on both members."""
     candidates = [(i, j, d) for i, j, d, _, _ in pairs]
     for members in duplicate_groups(table.image_sha1):
         candidates += [(a, b, 0) for k, a in enumerate(members) for b in members[k + 1:]]
     out: list[tuple[str, Finding]] = []
-    listed: list[tuple[str, str, str, str, int]] = []
     seen: set[tuple[int, int]] = set()
     for i, j, distance in candidates:
         key = (min(i, j), max(i, j))
-        if key in seen or not (active[i] and active[j]) or table.splits[i] == table.splits[j]:
+        if key in seen or not (usable[i] and usable[j]) or table.splits[i] == table.splits[j]:
             continue
         seen.add(key)
-        listed.append((table.ids[i], table.splits[i], table.ids[j], table.splits[j], distance))
         for a, b in ((i, j), (j, i)):
             out.append((table.ids[a], Finding(
                 "leakage", "error", float(distance),
                 f"near-identical to {table.ids[b]} in split {table.splits[b]} "
                 f"(this one: {table.splits[a]}; phash distance {distance})",
                 action="flagged", partner=table.ids[b])))
-    listed.sort()
-    return out, listed
+    return out
+
+
+def leak_pairs(findings: list[tuple[str, Finding]], table: Table
+               ) -> list[tuple[str, str, str, str, int]]:
+    """The summary's list of leaking pairs (id_a, split_a, id_b, split_b, phash distance),
+    each once, from :func:`find_leakage`'s findings."""
+    split = dict(zip(table.ids, table.splits))
+    pairs = {tuple(sorted((sid, f.partner))): int(f.value) for sid, f in findings if f.code == "leakage"}
+    return sorted((a, split[a], b, split[b], d) for (a, b), d in pairs.items())

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from segprep.checks.findings import Finding
+from segprep.checks.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def carried(row: Mapping, input_name: str, measured: tuple[str, ...], severities
     return out
 
 
+@register("merged_masks", "row", "info", "noted", "number of mask files",
+          "the image came with several mask files (one per lesion); merged into one (union)")
 def merged_masks(row: Mapping) -> Finding | None:
     """An image that came with several mask files (one per lesion), merged by ingest."""
     extra = [p for p in str(row.get("extra_mask_paths", "") or "").split(";") if p]
@@ -41,6 +44,8 @@ def merged_masks(row: Mapping) -> Finding | None:
                    action="noted")
 
 
+@register("decoder_warning", "row", "warning", "flagged", "number of warnings",
+          "a decoder warned about the image or mask file; flagged")
 def decoder_warning(row: Mapping) -> Finding | None:
     """A decoder warned about one of the sample's files (damage that loses pixels is unreadable
     already; what is left is worth a look, e.g. bytes after a JPEG's data)."""
@@ -49,6 +54,16 @@ def decoder_warning(row: Mapping) -> Finding | None:
         return None
     return Finding("decoder_warning", "warning", float(len(text.split(" | "))),
                    f"the decoder warned: {text}", action="flagged")
+
+
+# What ingest decides and clean carries over (the codes on an input row, and its reports).
+for _code, _description in (
+        ("size_mismatch", "mask size differs from the image; excluded"),
+        ("unreadable", "image or mask file cannot be decoded (from ingest's unreadable.csv)"),
+        ("missing_mask", "image without a mask (from ingest's unpaired.csv)"),
+        ("missing_image", "mask without an image (from ingest's unpaired.csv)"),
+        ("unpaired", "any other file ingest could not pair (from ingest's unpaired.csv)")):
+    register(_code, "ingest", "error", "excluded", "0", _description)(None)
 
 
 def ingest_report_findings(work: Path) -> list[tuple[str, str, Finding]]:

@@ -20,6 +20,7 @@ import numpy as np
 from segprep.checks.alignment import robust_z
 from segprep.checks.findings import Finding
 from segprep.checks.options import CleanOptions
+from segprep.checks.registry import register
 
 MIN_SOURCE_SAMPLES = 8
 # Scale floors of the robust z-scores (see robust_z): a source whose scores are all alike
@@ -86,37 +87,11 @@ def misalignment_scores(samples: list[SourceSample], index: np.ndarray) -> np.nd
     return scores
 
 
-def find_misaligned(samples: list[SourceSample], index: np.ndarray, source: str,
-                    near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
-    """Masks whose outline would fit the image far better somewhere else, by their source's
-    standard. ``near``: each sample's near-identical samples (positions)."""
-    scores = misalignment_scores(samples, index)
-    score_of = dict(zip(index.tolist(), scores))
-    out = []
-    action = "excluded" if opts.strict else "flagged"
-    for i, score in zip(index.tolist(), scores):
-        if not np.isfinite(score) or score >= -opts.misaligned_z:
-            continue
-        around = [score_of[j] for j in near.get(i, []) if np.isfinite(score_of.get(j, np.nan))]
-        if around and score > float(np.median(around)) - NEIGHBOUR_DROP:
-            continue
-        s = samples[i]
-        if np.isfinite(s.thin_edge):
-            what = (f"the outline follows image edges less than {source}'s do (edge alignment "
-                    f"{s.thin_edge:.2f}")
-        else:
-            what = (f"the outline fits the image worse than the same outline moved elsewhere "
-                    f"(colour contrast {s.ring:.2f}, edge strength {s.edge:.2f} of the best move")
-        out.append((i, Finding(
-            "misaligned", "warning", round(float(score), 3),
-            f"{what}; score {score:.1f} against {source}'s typical 0)"
-            + (f"; its near-identical images score {np.median(around):.1f}" if around else ""),
-            action=action)))
-    return out
-
-
+@register("inverted", "source", "warning", "flagged", "colour evidence / the source's typical",
+          "inside looks like the source's background and outside like its foreground; flagged "
+          "(--repair-inverted: inverted; --strict: excluded)", worst="low", explains_others=True)
 def find_inverted(samples: list[SourceSample], index: np.ndarray, source: str,
-                  opts: CleanOptions) -> list[tuple[int, Finding]]:
+                  near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
     """Masks whose outside looks like the source's foreground and inside like its background
     (by the source's summed colour histograms, leaving the sample out), by a margin that
     shrinks the more the mask has the geometry of an inverted one:
@@ -185,8 +160,42 @@ def find_inverted(samples: list[SourceSample], index: np.ndarray, source: str,
     return out
 
 
+@register("misaligned", "source", "warning", "flagged", "robust z-score sum of the placement ratios",
+          "the outline would fit the image far better moved elsewhere, by its source's standard; "
+          "flagged (--strict: excluded)", worst="low")
+def find_misaligned(samples: list[SourceSample], index: np.ndarray, source: str,
+                    near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
+    """Masks whose outline would fit the image far better somewhere else, by their source's
+    standard. ``near``: each sample's near-identical samples (positions)."""
+    scores = misalignment_scores(samples, index)
+    score_of = dict(zip(index.tolist(), scores))
+    out = []
+    action = "excluded" if opts.strict else "flagged"
+    for i, score in zip(index.tolist(), scores):
+        if not np.isfinite(score) or score >= -opts.misaligned_z:
+            continue
+        around = [score_of[j] for j in near.get(i, []) if np.isfinite(score_of.get(j, np.nan))]
+        if around and score > float(np.median(around)) - NEIGHBOUR_DROP:
+            continue
+        s = samples[i]
+        if np.isfinite(s.thin_edge):
+            what = (f"the outline follows image edges less than {source}'s do (edge alignment "
+                    f"{s.thin_edge:.2f}")
+        else:
+            what = (f"the outline fits the image worse than the same outline moved elsewhere "
+                    f"(colour contrast {s.ring:.2f}, edge strength {s.edge:.2f} of the best move")
+        out.append((i, Finding(
+            "misaligned", "warning", round(float(score), 3),
+            f"{what}; score {score:.1f} against {source}'s typical 0)"
+            + (f"; its near-identical images score {np.median(around):.1f}" if around else ""),
+            action=action)))
+    return out
+
+
+@register("area_outlier", "source", "warning", "flagged", "robust z of logit(fg fraction)",
+          "foreground fraction far outside its source's distribution; flagged", worst="abs")
 def find_area_outliers(samples: list[SourceSample], index: np.ndarray, source: str,
-                       opts: CleanOptions) -> list[tuple[int, Finding]]:
+                       near: dict[int, list[int]], opts: CleanOptions) -> list[tuple[int, Finding]]:
     nonempty = np.array([i for i in index.tolist() if samples[i].fg_fraction > 0], np.int64)
     if len(nonempty) < MIN_SOURCE_SAMPLES:
         return []

@@ -58,35 +58,19 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
     """
     from segprep.manifest import read_manifest
     from segtrain import bench as B
-    from segtrain.config import read_config_file
     from segtrain.errors import SegtrainError
     from segtrain.trainer import format_epoch
 
     options["compile"] = compile_
     given = {key: value for key, value in options.items() if value is not None}
-    base = read_config_file(config_file) if config_file is not None else {}
-    owned = sorted(k for k in base if k in ("out", "resume"))
-    if owned:
-        raise SegtrainError(f"{config_file}: {', '.join(owned)} cannot be set for a bench (each run gets "
-                            f"its own folder in --out)")
-    if manifest is None and base.get("manifest") and not speed_only:
-        manifest = Path(base["manifest"])
-    base.pop("manifest", None)
-    base.update(given)
+    manifest, base = B.base_options(manifest, config_file, given, speed_only=speed_only)
     start = time.perf_counter()
 
     if speed_only:
         _speed(models, base, out, steps, warmup, manifest)
         click.echo(f"done in {time.perf_counter() - start:.0f} s")
         return
-    if manifest is None:
-        raise SegtrainError("a MANIFEST is needed (or --speed-only)")
-    if grid is not None and (models or losses):
-        raise SegtrainError("give either --grid or --models/--losses, not both (a grid row names its model and loss)")
-    if grid is not None:
-        combos = B.read_grid(grid)
-    else:
-        combos = B.combinations(_names(models) or ["unet"], _names(losses) or ["bce+dice"])
+    combos = B.resolve_combinations(_names(models), _names(losses), grid)
     out = out or Path("runs") / f"bench-{manifest.stem}"
     counts = {"run": 0, "resume": 0, "reused": 0, "failed": 0}
     started_jobs: set[Path] = set()
@@ -129,27 +113,13 @@ def bench(manifest: Path | None, models: str | None, losses: str | None, grid: P
 
 def _speed(models: str | None, base: dict, out: Path | None, steps: int, warmup: int,
            manifest: Path | None) -> None:
-    from segtrain import bench as B
-    from segtrain.config import parse_size
-    from segtrain.errors import SegtrainError
-    from segtrain.models import MODELS
+    from segtrain import speed as S
+    from segtrain.bench import text_table
 
-    if manifest is not None:
-        raise SegtrainError("--speed-only takes no MANIFEST (it times random tensors)")
-    ignored = sorted(k for k in base if k not in ("size", "batch_size", "device", "base_channels",
-                                                 "model_kwargs", "channels_last", "amp"))
-    if ignored:
-        raise SegtrainError(f"--speed-only does not use {', '.join(ignored)}; it takes --models, --size, "
-                            f"--batch-size, --device, --base-channels, --channels-last, --amp, --steps, --warmup")
-    names = _names(models) or list(MODELS)
-    size = tuple(parse_size(base.get("size") or 352))
-    batch_size = base.get("batch_size") or 16
-    kwargs = dict(base.get("model_kwargs") or {})
-    if base.get("base_channels") is not None:
-        kwargs["base_channels"] = base["base_channels"]
-    amp = {"off": ("off",), "auto": ("off", "on")}.get(base.get("amp", "auto"), ("on",))
+    plan = S.speed_plan(_names(models), base, manifest)
+    size, batch_size = plan["size"], plan["batch_size"]
     out = out or Path("runs") / "bench-speed"
-    click.echo(f"timing {len(names)} model(s) at {size[0]}x{size[1]}, batch {batch_size}, "
+    click.echo(f"timing {len(plan['models'])} model(s) at {size[0]}x{size[1]}, batch {batch_size}, "
                f"{warmup} warm-up + {steps} timed steps each ...")
 
     def show(row: dict) -> None:
@@ -158,15 +128,15 @@ def _speed(models: str | None, base: dict, out: Path | None, steps: int, warmup:
         click.echo(f"  {row['model']} amp {row['amp']}: train {train} img/s, infer {infer} img/s"
                    f"{'' if row['status'] == 'ok' else ' (' + row['status'] + ')'}")
 
-    frame = B.speed_benchmark(names, size=size, batch_size=batch_size, device=base.get("device", "auto"),
-                              steps=steps, warmup=warmup, model_kwargs=kwargs,
-                              channels_last=bool(base.get("channels_last")), amp=amp, on_row=show)
+    frame = S.speed_benchmark(plan["models"], size=size, batch_size=batch_size, device=plan["device"],
+                              steps=steps, warmup=warmup, model_kwargs=plan["model_kwargs"],
+                              channels_last=plan["channels_last"], amp=plan["amp"], on_row=show)
     device = frame["device"].iloc[0] if len(frame) else "?"
-    paths = B.write_speed(frame, out, title=f"segtrain bench --speed-only: {size[0]}x{size[1]}, batch "
+    paths = S.write_speed(frame, out, title=f"segtrain bench --speed-only: {size[0]}x{size[1]}, batch "
                                             f"{batch_size}, {device}")
     click.echo("")
-    click.echo(B.text_table(B.format_speed(frame)))
-    click.echo(f"\n{len(names)} model(s) on {device}; {paths['md']} (.csv)")
+    click.echo(text_table(S.format_speed(frame)))
+    click.echo(f"\n{len(plan['models'])} model(s) on {device}; {paths['md']} (.csv)")
 
 
 bench.params.extend(_RUN_OPTIONS)
