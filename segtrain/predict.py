@@ -118,28 +118,29 @@ def write_png(path: Path, array: np.ndarray) -> None:
     encoded.tofile(path)  # tofile: non-ASCII paths work everywhere
 
 
-@torch.no_grad()
-def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float | None = None,
-            device: str = "auto", split: str | None = None, batch_size: int = 8) -> dict[str, Any]:
-    """Write ``out/masks/<name>.png`` (0/255), ``out/overlays/<name>.png`` and ``out/predictions.csv``.
+@dataclass
+class Loaded:
+    """A model ready to predict: prepared batches (N, 3, H, W) at ``input_size`` -> logits."""
 
-    Returns ``{"written", "skipped" (list of [input, reason]), "out", "seconds", "images_per_s"}``.
-    """
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    input_size: tuple[int, int]
+    threshold: float
+    mean: np.ndarray
+    std: np.ndarray
+    device: torch.device
+
+
+def load_checkpoint(checkpoint: Path, device: str) -> Loaded:
+    """A `segtrain run` checkpoint, on ``device`` (autocast where the trainer would use it)."""
     from segtrain.checkpoint import load_model
-    from segtrain.data import image_to_tensor, resize, resolve_normalization
-    from segtrain.evaluate import foreground, forward_at_size
+    from segtrain.data import resolve_normalization
+    from segtrain.evaluate import forward_at_size
     from segtrain.trainer import resolve_amp, resolve_device, set_cpu_threads
 
-    if batch_size < 1:
-        raise SegtrainError(f"batch size must be >= 1; got {batch_size}")
-    items, skipped = collect_inputs(inputs, split)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
         set_cpu_threads()
     model, ckpt = load_model(checkpoint, torch_device)
-    threshold = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
-    if not 0.0 < threshold < 1.0:
-        raise SegtrainError(f"threshold must be between 0 and 1; got {threshold}")
     input_size = tuple(ckpt.get("input_size") or ())
     if len(input_size) != 2:
         raise SegtrainError(f"{checkpoint}: no input_size recorded; checkpoints from `segtrain run` have one")
@@ -149,6 +150,53 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
     channels_last = torch_device.type == "cuda" and bool(ckpt.get("config", {}).get("channels_last"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return forward_at_size(model, x.to(torch_device), None, divisor=divisor, amp_dtype=amp_dtype,
+                               channels_last=channels_last)
+    return Loaded(forward, input_size, float(ckpt.get("threshold", 0.5)), mean, std, torch_device)
+
+
+def load_onnx(path: Path) -> Loaded:
+    """A `segtrain export` ONNX model on onnxruntime's CPU provider; the normalisation is inside
+    the graph, so the batches are raw pixels (mean 0, std 1)."""
+    import onnxruntime as ort
+
+    from segtrain.export import read_metadata
+
+    meta = read_metadata(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
+    return Loaded(forward, tuple(meta["input_size"]), float(meta["threshold"]),
+                  np.zeros(3, np.float32), np.ones(3, np.float32), torch.device("cpu"))
+
+
+@torch.no_grad()
+def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float | None = None,
+            device: str = "auto", split: str | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Write ``out/masks/<name>.png`` (0/255), ``out/overlays/<name>.png`` and ``out/predictions.csv``.
+
+    ``checkpoint`` is a `segtrain run` checkpoint, or an ONNX model from `segtrain export`
+    (``.onnx``: run on onnxruntime, with the same resize and threshold).
+    Returns ``{"written", "skipped" (list of [input, reason]), "out", "seconds", "images_per_s"}``.
+    """
+    from segtrain.data import image_to_tensor, resize
+    from segtrain.evaluate import foreground
+
+    if batch_size < 1:
+        raise SegtrainError(f"batch size must be >= 1; got {batch_size}")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise SegtrainError(f"{checkpoint}: model file not found (a best.pt of `segtrain run`, or "
+                            f"a .onnx of `segtrain export`)")
+    items, skipped = collect_inputs(inputs, split)
+    model = load_onnx(checkpoint) if checkpoint.suffix.lower() == ".onnx" else load_checkpoint(checkpoint, device)
+    threshold = float(model.threshold if threshold is None else threshold)
+    if not 0.0 < threshold < 1.0:
+        raise SegtrainError(f"threshold must be between 0 and 1; got {threshold}")
+    input_size, mean, std = model.input_size, model.mean, model.std
 
     out = Path(out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -170,8 +218,7 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
         if not batch:
             continue
         x = torch.stack([image_to_tensor(resize(image, input_size, smooth=True), mean, std) for _, image in batch])
-        logits = forward_at_size(model, x.to(torch_device), None, divisor=divisor, amp_dtype=amp_dtype,
-                                 channels_last=channels_last)
+        logits = model.forward(x)
         for (item, image), item_logits in zip(batch, logits):
             height, width = image.shape[:2]
             resized = F.interpolate(item_logits[None], size=(height, width), mode="bilinear", align_corners=False)

@@ -14,6 +14,7 @@ COMMANDS = {
     "verify": "segprep.cli.inspect:verify",
     "clean": "segprep.cli.clean:clean",
     "augment": "segprep.cli.augment:augment",
+    "export": "segprep.cli.export:export",
 }
 # What `segprep --help` shows per command (without importing it: that takes seconds).
 SHORT_HELP = {
@@ -23,6 +24,7 @@ SHORT_HELP = {
     "verify": "Check every manifest row: readable, sizes and checksums match.",
     "clean": "Find noisy masks, repair or exclude them; clean.csv + HTML report.",
     "augment": "Multiply the training split offline, resize val/test: augment.csv.",
+    "export": "Write a manifest as an nnU-Net v2 dataset or plain PNG folders.",
 }
 
 

@@ -13,6 +13,7 @@ COMMANDS = {
     "run": "segtrain.cli.run:run",
     "predict": "segtrain.cli.predict:predict",
     "bench": "segtrain.cli.bench:bench",
+    "export": "segtrain.cli.export:export",
 }
 # What `segtrain --help` shows per command (without importing it).
 SHORT_HELP = {
@@ -21,6 +22,7 @@ SHORT_HELP = {
     "run": "Train one model, keep the best epoch on val, evaluate on test.",
     "predict": "Predict masks and overlays for images, folders or manifests.",
     "bench": "Models x losses leaderboard, or images/s per model (--speed-only).",
+    "export": "Export a run to ONNX or TorchScript, checked against PyTorch.",
 }
 
 

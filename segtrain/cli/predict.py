@@ -10,9 +10,11 @@ from segtrain.config import DEVICES
 
 
 @click.command("predict")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1, required=True, type=click.Path(path_type=Path),
+                metavar="[CHECKPOINT] INPUTS...")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--onnx", type=click.Path(path_type=Path, dir_okay=False),
+              help="Predict with this `segtrain export` ONNX model (onnxruntime) instead of a checkpoint.")
 @click.option("--threshold", type=float, default=None,
               help="Foreground probability threshold [default: the run's, usually 0.5].")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
@@ -20,9 +22,10 @@ from segtrain.config import DEVICES
 @click.option("--split", type=click.Choice(("train", "val", "test")), default=None,
               help="For manifest inputs: only this split [default: every non-excluded row].")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per forward pass.")
-def predict(checkpoint: Path, inputs: tuple[Path, ...], out: Path, threshold: float | None, device: str,
+def predict(args: tuple[Path, ...], out: Path, onnx: Path | None, threshold: float | None, device: str,
             split: str | None, batch_size: int) -> None:
-    """Run CHECKPOINT (best.pt or last.pt of `segtrain run`) on INPUT image files, folders or manifests.
+    """Run CHECKPOINT (best.pt or last.pt of `segtrain run`), or the --onnx model of `segtrain
+    export` (same resize and threshold, same masks), on INPUTS: image files, folders or manifests.
 
     Writes OUT/masks/<name>.png (0/255), OUT/overlays/<name>.png (the image with the predicted
     contour), both at the input's own size, and OUT/predictions.csv.
@@ -30,8 +33,14 @@ def predict(checkpoint: Path, inputs: tuple[Path, ...], out: Path, threshold: fl
     \b
     Example:
       segtrain predict runs/unet/best.pt new_images/ -o predictions/
+      segtrain predict --onnx unet.onnx new_images/ -o predictions/
     """
+    from segtrain.errors import SegtrainError
     from segtrain.predict import predict as run_predict
+
+    checkpoint, inputs = (onnx, args) if onnx is not None else (args[0], args[1:])
+    if not inputs:
+        raise SegtrainError("give a checkpoint (or --onnx MODEL) and at least one input")
 
     result = run_predict(checkpoint, list(inputs), out, threshold=threshold, device=device, split=split,
                          batch_size=batch_size)

@@ -53,10 +53,17 @@ class SegNet(SegModel):
         self.check_input(x)
         saved = []
         for stage in self.encoder:
-            x = stage(x)
-            size = x.shape[-2:]
-            x, indices = F.max_pool2d(x, 2, stride=2, return_indices=True)
-            saved.append((indices, size))
-        for stage, (indices, size) in zip(self.decoder, reversed(saved)):
-            x = stage(F.max_unpool2d(x, indices, 2, stride=2, output_size=size))
+            x, indices = F.max_pool2d(stage(x), 2, stride=2, return_indices=True)
+            saved.append(indices)
+        for stage, indices in zip(self.decoder, reversed(saved)):
+            x = stage(unpool(x, indices))
         return self.head(x)
+
+
+def unpool(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """2x2 max-unpooling: each value back at its argmax, zeros elsewhere. What
+    ``F.max_unpool2d`` computes for the sides check_input allows (multiples of 32), written as a
+    scatter because ONNX tracing cannot follow max_unpool2d's output-size arithmetic."""
+    n, c, h, w = x.shape
+    out = x.new_zeros(n, c, 4 * h * w).scatter(2, indices.flatten(2), x.flatten(2))
+    return out.view(n, c, 2 * h, 2 * w)
