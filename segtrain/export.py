@@ -93,6 +93,16 @@ def load_deployed(checkpoint: Path) -> tuple[Deployed, dict[str, Any]]:
     return deployed, meta
 
 
+def require_onnx() -> None:
+    """ONNX export and inference need onnx and onnxruntime (the ``export`` extra)."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SegtrainError(f"ONNX needs {' and '.join(missing)}, which are not installed: "
+                            f"pip install 'segkit[export]' (or use --format torchscript)")
+
+
 def export_model(run: Path, out: Path, *, fmt: str = "onnx", which: str = "best",
                  tolerance: float = 1e-3, manifest: Path | None = None, real_images: int = 8,
                  opset: int = OPSET) -> dict[str, Any]:
@@ -100,6 +110,8 @@ def export_model(run: Path, out: Path, *, fmt: str = "onnx", which: str = "best"
     report: format, dynamic (or why not), parity figures, seconds."""
     if fmt not in FORMATS:
         raise SegtrainError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require_onnx()
     started = time.perf_counter()
     checkpoint = find_checkpoint(run, which)
     deployed, meta = load_deployed(checkpoint)

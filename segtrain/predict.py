@@ -160,9 +160,10 @@ def load_checkpoint(checkpoint: Path, device: str) -> Loaded:
 def load_onnx(path: Path) -> Loaded:
     """A `segtrain export` ONNX model on onnxruntime's CPU provider; the normalisation is inside
     the graph, so the batches are raw pixels (mean 0, std 1)."""
-    import onnxruntime as ort
+    from segtrain.export import read_metadata, require_onnx
 
-    from segtrain.export import read_metadata
+    require_onnx()
+    import onnxruntime as ort
 
     meta = read_metadata(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -274,3 +274,15 @@ def test_export_bad_input(tmp_path: Path, monkeypatch) -> None:
     result = CliRunner().invoke(segtrain_cli, ["predict", "--onnx", str(tmp_path / "missing.onnx"),
                                                str(tmp_path), "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and "model file not found" in result.output
+
+
+def test_onnx_without_onnxruntime_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    checkpoint = _checkpoint(tmp_path, "unet", base_channels=4, depth=2)
+    with pytest.raises(SegtrainError, match=r"needs onnxruntime.*segkit\[export\].*torchscript"):
+        export_model(checkpoint, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
