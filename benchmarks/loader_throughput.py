@@ -7,7 +7,11 @@ the shards have exactly the layout and compression that ``segprep augment`` writ
 The same arrays, read back from those shards, are written as PNG files (image + 0/255 mask,
 as datasets ship). Both are then timed through ``segtrain.data.make_loader`` with the same
 workers and batch size, in this one process. ``--compare`` adds copies of the augment shards
-whose masks/ROIs use other compressions (images as augment writes them), to show the choice.
+whose masks/ROIs use other compressions (images as augment writes them), to show the choice;
+``--codecs`` copies whose images are stored with ``segprep augment --image-codec`` (png,
+jpeg:Q: decoded in the loader's workers), with the bytes per sample of each. With
+``--manifest`` (a real augment manifest), the same codec copies are made of its first --n
+training rows, so bytes per sample and decode cost are those of real images.
 Also times ``__getitem__`` alone (no DataLoader) to show how much of an item's cost is
 reading versus the loader's own work (collate, passing tensors between processes), which
 both datasets pay alike.
@@ -15,6 +19,7 @@ both datasets pay alike.
     python benchmarks/loader_throughput.py --n 512 --size 352 --workers 2 --batch-size 16
     python benchmarks/loader_throughput.py --roi              # every sample with a field of view (DRIVE)
     python benchmarks/loader_throughput.py --manifest WORK/manifests/augment.csv   # a real one too
+    python benchmarks/loader_throughput.py --compare "" --codecs png,jpeg:90,jpeg:75 --manifest WORK/manifests/augment.csv
 
 Target (issue 6): the augment shards at least 5x the PNG dataset's samples/s through the loader.
 
@@ -44,9 +49,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from segprep.augment.stage import SHARD_SIZE, augment
+from segprep.augment.stage import MASK_COMPRESSION, SHARD_SIZE, augment
 from segprep.manifest import active, read_manifest, write_manifest
-from segprep.shards import ShardWriter, close_shards, load_sample
+from segprep.shards import ShardWriter, close_shards, load_sample, parse_image_codec
 from segtrain.data import ShardDataset, image_to_tensor, make_loader, resolve_normalization
 
 # What `segprep augment` does to the images when not told otherwise.
@@ -103,7 +108,8 @@ def build_input(root: Path, n: int, size: int, roi: bool) -> Path:
     return write_manifest(pd.DataFrame(rows), root / "input" / "manifests" / "clean.csv")
 
 
-def build(root: Path, n: int, size: int, roi: bool, compare: list[str]) -> dict[str, Path]:
+def build(root: Path, n: int, size: int, roi: bool, compare: list[str],
+          codecs: list[str]) -> dict[str, Path]:
     """The augment stage's shards (key ``"augment"``), one copy per ``compare`` mask
     compression, and the PNG files; returns the manifest of each shard set."""
     clean = build_input(root, n, size, roi)
@@ -125,23 +131,43 @@ def build(root: Path, n: int, size: int, roi: bool, compare: list[str]) -> dict[
 
     # Same rows, same 128-row shards, only the masks'/ROIs' compression differs.
     for c in compare:
-        out = root / f"masks-{c}"
-        rows = table.copy()
-        for start in range(0, len(samples), SHARD_SIZE):
-            name = f"augment-{start // SHARD_SIZE:05d}.h5"
-            with ShardWriter(out / "shards" / name, "augment", fixed_size=(size, size),
-                             compression={"images": AUGMENT_IMAGE_COMPRESSION, "masks": c, "roi": c}) as writer:
-                for i in range(start, min(start + SHARD_SIZE, len(samples))):
-                    s = samples[i]
-                    index = writer.add(sample_id=table.at[i, "sample_id"], image=s.image, mask=s.mask, roi=s.roi)
-                    rows.loc[i, ["image_shard", "mask_shard"]] = f"../shards/{name}"
-                    rows.loc[i, ["image_index", "mask_index"]] = index
-        manifests[c] = write_manifest(rows, out / "manifests" / "augment.csv")
+        manifests[c] = copy_shards(samples, table, root / f"masks-{c}", size, mask_compression=c)
+    for codec in codecs:
+        manifests[codec] = copy_shards(samples, table, root / f"codec-{codec.replace(':', '')}",
+                                       size, image_codec=codec)
     return manifests
 
 
+def copy_shards(samples: list, table: pd.DataFrame, out: Path, size: int, *,
+                mask_compression: str = MASK_COMPRESSION, image_codec: str = "raw") -> Path:
+    """The samples again in 128-row fixed shards with other storage; returns their manifest."""
+    rows = table.copy()
+    for start in range(0, len(samples), SHARD_SIZE):
+        name = f"augment-{start // SHARD_SIZE:05d}.h5"
+        compression = {"images": AUGMENT_IMAGE_COMPRESSION, "masks": mask_compression,
+                       "roi": mask_compression}
+        with ShardWriter(out / "shards" / name, "augment", fixed_size=(size, size),
+                         compression=compression, image_codec=image_codec) as writer:
+            for i in range(start, min(start + SHARD_SIZE, len(samples))):
+                s = samples[i]
+                index = writer.add(sample_id=table.at[i, "sample_id"], image=s.image, mask=s.mask, roi=s.roi)
+                rows.loc[i, ["image_shard", "mask_shard"]] = f"../shards/{name}"
+                rows.loc[i, ["image_index", "mask_index"]] = index
+    return write_manifest(rows, out / "manifests" / "augment.csv")
+
+
+def real_copies(manifest: Path, root: Path, n: int, codecs: list[str]) -> dict[str, Path]:
+    """The first ``n`` training rows of a real augment manifest, stored raw and with each codec."""
+    table = active(read_manifest(manifest), "train").head(n).reset_index(drop=True)
+    samples = [load_sample(manifest.parent, row) for row in table.to_dict("records")]
+    close_shards()
+    size = samples[0].image.shape[0]
+    return {codec: copy_shards(samples, table, root / f"real-{codec.replace(':', '')}", size,
+                               image_codec=codec) for codec in ["raw", *codecs]}
+
+
 def describe(manifest: Path) -> tuple[str, float]:
-    """The compression of each array as stored (read from the files), and MB on disk."""
+    """The compression of each array as stored (read from the files), and MB on disk per sample."""
     table = read_manifest(manifest)
     shards = sorted({(manifest.parent / p).resolve() for p in table["image_shard"]})
     close_shards()
@@ -151,10 +177,12 @@ def describe(manifest: Path) -> tuple[str, float]:
             if name in handle:
                 ds = handle[name]
                 how = ds.compression or "none"
+                if name == "images" and "image_codec" in handle.attrs:
+                    how = str(handle.attrs["image_codec"])
                 if how == "gzip":
                     how = f"gzip-{ds.compression_opts}"
                 parts.append(f"{name} {how}")
-    return ", ".join(parts), sum(p.stat().st_size for p in shards) / 1e6
+    return ", ".join(parts), sum(p.stat().st_size for p in shards) / 1e6 / len(table)
 
 
 class PngDataset(Dataset):
@@ -257,6 +285,9 @@ def main() -> None:
     parser.add_argument("--compare", default="lzf,none",
                         help="also time copies of the augment shards with these mask/ROI compressions "
                              "(lzf, none, gzip, gzip-1 ... gzip-9; empty for none)")
+    parser.add_argument("--codecs", default="png,jpeg:90",
+                        help="also time copies whose images are stored with these --image-codec "
+                             "values (png, jpeg:Q; empty for none)")
     parser.add_argument("--roi", action="store_true", help="give every sample a field-of-view ROI (DRIVE)")
     parser.add_argument("--manifest", type=Path, help="also time the train split of this real manifest")
     parser.add_argument("--manifest-size", type=int, help="resize the real manifest's samples (variable sizes)")
@@ -264,26 +295,31 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    codecs = [parse_image_codec(c) for c in args.codecs.split(",") if c.strip()]
     load_before = os.getloadavg()[0]  # at the end it counts this run's own processes too
     # name, layout, on disk MB, getitem/s, loader/s, CPU ms
     results: list[tuple[str, str, float, float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="segkit-loader-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        manifests = build(root, args.n, args.size, args.roi, compare)
+        manifests = build(root, args.n, args.size, args.roi, compare, codecs)
+        if args.manifest is not None and codecs:
+            manifests.update({f"real {k}": v for k, v in
+                              real_copies(args.manifest, root, args.n, codecs).items()})
         print(f"built {args.n} samples of {args.size}x{args.size}{' with ROI' if args.roi else ''} "
               f"in {time.perf_counter() - start:.1f}s (segprep augment, factor 1; "
               f"{len(compare)} comparison layouts; PNG)")
         candidates: list[tuple[str, str, Dataset, float]] = [
             ("png (cv2.imread)", "png", PngDataset(root, args.n),
-             _size_mb(list((root / "png").rglob("*.png"))))]
+             _size_mb(list((root / "png").rglob("*.png"))) / args.n)]
         for key, manifest in manifests.items():
-            layout, size_mb = describe(manifest)
+            layout, mb_per_sample = describe(manifest)
             dataset = ShardDataset(manifest, "train")
-            name = "augment default" if key == "augment" else f"masks {key}"
-            candidates.append((name, layout, dataset, size_mb))
+            name = ("augment default" if key == "augment" else key if key.startswith("real ")
+                    else f"images {key}" if key in codecs else f"masks {key}")
+            candidates.append((name, layout, dataset, mb_per_sample))
             if key == "augment":
-                candidates.append(("augment default, per-item", layout, PerItem(dataset), size_mb))
+                candidates.append(("augment default, per-item", layout, PerItem(dataset), mb_per_sample))
         best: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for name, _layout, dataset, _size in candidates:
@@ -294,8 +330,8 @@ def main() -> None:
                 old = best.get(name)
                 best[name] = ([item_rate, loader_rate, cpu_ms] if old is None else
                               [max(old[0], item_rate), max(old[1], loader_rate), min(old[2], cpu_ms)])
-        for name, layout, _dataset, size_mb in candidates:
-            results.append((name, layout, size_mb, *best[name]))
+        for name, layout, _dataset, mb_per_sample in candidates:
+            results.append((name, layout, mb_per_sample, *best[name]))
         if args.manifest is not None:
             size = (args.manifest_size, args.manifest_size) if args.manifest_size else None
             dataset = ShardDataset(args.manifest, "train", size=size)
@@ -309,12 +345,13 @@ def main() -> None:
     print(f"\nworkers={args.workers} batch_size={args.batch_size} n={args.n} size={args.size} "
           f"cpus={os.cpu_count()} load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
           f"(best of {args.rounds} rounds)")
-    header = (f"{'dataset':<26} {'stored as':<40} {'MB':>5} {'getitem/s':>10} {'x png':>6} "
+    header = (f"{'dataset':<26} {'stored as':<40} {'KB/sample':>9} {'getitem/s':>10} {'x png':>6} "
               f"{'loader/s':>9} {'x png':>6} {'CPU ms/sample':>14} {'x png':>6}")
     print(header)
     print("-" * len(header))
-    for name, layout, size_mb, item_rate, loader_rate, cpu_ms in results:
-        print(f"{name:<26} {layout:<40} {size_mb:>5.0f} {item_rate:>10.0f} {item_rate / base_item:>6.1f} "
+    for name, layout, mb_per_sample, item_rate, loader_rate, cpu_ms in results:
+        per_sample = mb_per_sample * 1e3
+        print(f"{name:<26} {layout:<40} {per_sample:>9.1f} {item_rate:>10.0f} {item_rate / base_item:>6.1f} "
               f"{loader_rate:>9.0f} {loader_rate / base_loader:>6.1f} {cpu_ms:>14.2f} "
               f"{base_cpu / cpu_ms:>6.1f}")
     print("getitem/s: __getitem__ alone in this process; loader/s: batches through make_loader "

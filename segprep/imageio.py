@@ -70,6 +70,7 @@ class Decoded:
     decoder: str                    # opencv, tifffile, pillow
     declared_channels: int | None = None
     warnings: tuple[str, ...] = ()
+    data: bytes = b""               # the file's bytes, as decoded (ingest may keep them)
 
 
 def is_image_file(path: Path) -> bool:
@@ -92,14 +93,16 @@ def _check_complete(path: Path, data: bytes, kind: str) -> None:
         raise DecodeError(f"{path}: truncated PNG (no IEND chunk)")
 
 
-def _read_bytes(path: Path) -> tuple[bytes, str]:
+def _read_bytes(path: Path, data: bytes | None = None) -> tuple[bytes, str]:
+    """The file's bytes (``data`` when given: a file kept in a shard) and its container."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DecodeError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DecodeError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise DecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not data:
         raise DecodeError(f"{path}: zero-byte file")
     kind = _container(data)
@@ -181,6 +184,13 @@ def _header(data: bytes, kind: str) -> _Header | None:
     except (IndexError, ValueError):
         return None
     return None
+
+
+def stored_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from an image file's header, without decoding it; None when unknown."""
+    kind = _container(data)
+    header = _header(data, kind) if kind is not None else None
+    return None if header is None else (header.height, header.width)
 
 
 def _check_pixels(path: Path, header: _Header | None, max_pixels: int | None) -> None:
@@ -274,12 +284,13 @@ def _channels(array: np.ndarray) -> int:
     return 1 if array.ndim == 2 else int(array.shape[2])
 
 
-def _decode(path: Path, *, rgb: bool, max_pixels: int | None) -> tuple[np.ndarray, bool, Decoded]:
+def _decode(path: Path, *, rgb: bool, max_pixels: int | None,
+            data: bytes | None = None) -> tuple[np.ndarray, bool, Decoded]:
     """Decoded pixels in the decoder's own channel order and depth, whether that order is RGB
     (OpenCV gives BGR[A]; tifffile and Pillow give RGB[A]), and the record of the decode (its
     ``array`` is not yet converted). With ``rgb=True`` an 8-bit, 3-component JPEG is decoded
     straight to RGB (the same pixels as decoding to BGR and swapping the channels)."""
-    data, kind = _read_bytes(path)
+    data, kind = _read_bytes(path, data)
     header = _header(data, kind)
     _check_pixels(path, header, max_pixels)
     declared = header.channels if header is not None else None
@@ -320,7 +331,7 @@ def _decode(path: Path, *, rgb: bool, max_pixels: int | None) -> tuple[np.ndarra
     damage = _damage(messages)
     if damage is not None:
         raise DecodeError(f"{path}: damaged {kind.upper()} data, pixels missing ({damage})")
-    return array, is_rgb, Decoded(array, kind, decoder, declared, tuple(messages))
+    return array, is_rgb, Decoded(array, kind, decoder, declared, tuple(messages), data)
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
@@ -359,13 +370,14 @@ def _image_rgb(array: np.ndarray, is_rgb: bool, path: Path) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array if own else None)
 
 
-def decode_image(path: Path, max_pixels: int | None = MAX_PIXELS) -> Decoded:
+def decode_image(path: Path, max_pixels: int | None = MAX_PIXELS, data: bytes | None = None) -> Decoded:
     """An image file as ``uint8`` RGB ``(H, W, 3)`` in :attr:`Decoded.array`, with the decoder
-    used and its warnings. Raises :class:`DecodeError` naming the file."""
+    used and its warnings. ``data``: the file's bytes, already read (``path`` then only names
+    them in errors). Raises :class:`DecodeError` naming the file."""
     path = Path(path)
-    array, is_rgb, record = _decode(path, rgb=True, max_pixels=max_pixels)
+    array, is_rgb, record = _decode(path, rgb=True, max_pixels=max_pixels, data=data)
     return Decoded(_image_rgb(array, is_rgb, path), record.container, record.decoder,
-                   record.declared_channels, record.warnings)
+                   record.declared_channels, record.warnings, record.data)
 
 
 def _mask_channel(array: np.ndarray, path: Path) -> np.ndarray:
@@ -392,7 +404,7 @@ def _mask_channel(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def decode_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> Decoded:
+def decode_mask(path: Path, max_pixels: int | None = MAX_PIXELS, data: bytes | None = None) -> Decoded:
     """A mask file as one ``uint8`` channel with its raw grey values (:attr:`Decoded.array`).
 
     16-bit masks keep their values when they fit in 8 bits (label images such as
@@ -401,9 +413,22 @@ def decode_mask(path: Path, max_pixels: int | None = MAX_PIXELS) -> Decoded:
     the way a luminance conversion would darken it.
     """
     path = Path(path)
-    array, _, record = _decode(path, rgb=False, max_pixels=max_pixels)
+    array, _, record = _decode(path, rgb=False, max_pixels=max_pixels, data=data)
     return Decoded(_mask_channel(array, path), record.container, record.decoder,
-                   record.declared_channels, record.warnings)
+                   record.declared_channels, record.warnings, record.data)
+
+
+def keepable(decoded: Decoded) -> bool:
+    """Whether a shard may keep this file's bytes instead of its pixels: decoding the bytes
+    again with the same function gives the same pixels (the decode is a pure function of the
+    bytes), and the bytes are a compressed format (8-bit JPEG or PNG through OpenCV). Files that
+    need tifffile or Pillow, or that are 16-bit, are stored as pixels: an uncompressed TIFF or
+    BMP is larger than the pixels compressed, and the pixels do not depend on another decoder
+    being present where the shard is read."""
+    if decoded.container == "png" and len(decoded.data) > 24 and decoded.data[24] > 8:
+        return False  # 16-bit: twice the bytes of the 8-bit pixels it becomes
+    return (decoded.container in ("jpeg", "png") and decoded.decoder == "opencv"
+            and not decoded.warnings and bool(decoded.data))
 
 
 def read_image(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:

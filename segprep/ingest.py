@@ -37,7 +37,7 @@ import pandas as pd
 from segprep.errors import DecodeError, SegprepError
 from segprep.executor import available_cpus, make_executor
 from segprep.hashing import array_sha1, image_hashes, phash_hex
-from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey
+from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey, keepable
 from segprep.manifest import COLUMNS, write_manifest
 from segprep.progress import progress
 from segprep.readers import RawPair, Source, resolve_sources
@@ -49,12 +49,12 @@ from segprep.work import WorkLock, atomic_write_csv, atomic_write_json, read_jso
 
 log = logging.getLogger(__name__)
 
-INGEST_VERSION = 3      # bump when a block's content changes meaning, so old blocks are not reused
+INGEST_VERSION = 4      # bump when a block's content changes meaning, so old blocks are not reused
 BLOCK = 64              # pairs per shard: the unit of parallel work and of resuming
 SHARD_PREFIX = "ingest"
 # lzf costs ~10 ms per megapixel-RGB on one core and saves only ~30% on photographs, several
 # times the JPEG decode itself; masks and ROIs are mostly flat and shrink ~30x for little.
-COMPRESSION = {"images": "none", "masks": "lzf", "roi": "lzf"}
+COMPRESSION = {"images": "lzf", "masks": "lzf", "roi": "lzf"}  # pixels not kept as files
 EXTRA_COLUMNS = ("stem", "phash", "image_sha1", "mask_sha1", "mask_values", "has_roi", "roi_path",
                  "phash256", "image_decoder", "mask_format", "extra_mask_paths", "decode_warnings")
 UNPAIRED_COLUMNS = ("source", "stem", "path", "reason")
@@ -197,7 +197,8 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
     """Decode one pair and compute everything the manifest needs about it.
 
     Returns ``(arrays, record, unreadable)``; ``arrays`` is None when a file could not be
-    decoded, and each such file is one entry of ``unreadable``. Several mask files of one
+    decoded, and each such file is one entry of ``unreadable``. ``arrays["files"]`` holds the
+    bytes of the files the shard may keep as they are (:func:`segprep.imageio.keepable`). Several mask files of one
     image are merged into one mask (their pixel-wise maximum: the union of 0/255 masks).
     """
     decoded: dict[str, list[Decoded]] = {"image": [], "mask": [], "roi": []}
@@ -262,7 +263,14 @@ def load_pair(task: Task) -> tuple[dict | None, dict, list[dict]]:
         "declared_colour": int((image_file.declared_channels or 0) >= 3),
         "grey": int(is_grey(image)),
     }
-    return {"image": image, "mask": mask, "roi": roi}, record, []
+    # Files whose bytes the shard keeps instead of their pixels: the pixels stored are exactly
+    # what decoding the bytes gave (a merged mask is not one file's).
+    files = {"images": image_file.data} if keepable(image_file) else {}
+    if len(mask_files) == 1 and keepable(mask_files[0]):
+        files["masks"] = mask_files[0].data
+    if decoded["roi"] and keepable(decoded["roi"][0]):
+        files["roi"] = decoded["roi"][0].data
+    return {"image": image, "mask": mask, "roi": roi, "files": files}, record, []
 
 
 def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -> dict:
@@ -283,7 +291,8 @@ def run_block(block: BlockTask, progress: Callable[[int], None] | None = None) -
                 if writer is None:
                     writer = ShardWriter(Path(block.shard_path), SHARD_PREFIX, compression=COMPRESSION)
                 record["index"] = writer.add(sample_id=task.sample_id, image=arrays["image"],
-                                             mask=arrays["mask"], roi=arrays.get("roi"))
+                                             mask=arrays["mask"], roi=arrays.get("roi"),
+                                             files=arrays["files"])
                 rows.append(record)
             if progress is not None:
                 progress(1)

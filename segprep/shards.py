@@ -5,8 +5,15 @@ Two layouts, both with root attributes ``format="segprep-shard"``, ``version``, 
 
 * ``variable`` (ingest, clean): one dataset per sample at native size,
   ``images/0000000`` ``(H, W, 3)``, ``masks/0000000`` ``(H, W)``, ``roi/0000000`` ``(H, W)``.
+  Since version 2 such a dataset may instead be 1-D: the bytes of the source file (an 8-bit
+  JPEG or PNG, see :func:`segprep.imageio.keepable`); reading decodes them with the function ingest decoded the file with
+  (:func:`~segprep.imageio.decode_image` for images, :func:`~segprep.imageio.decode_mask` for
+  masks and ROIs), so the pixels are those the manifest's checksums describe. Version-1 shards
+  (pixels only) read as before.
 * ``fixed`` (augment): ``images (N, H, W, 3)``, ``masks (N, H, W)`` and optionally
-  ``roi (N, H, W)``, one chunk per sample so a training read is one chunk.
+  ``roi (N, H, W)``, one chunk per sample so a training read is one chunk. With an image codec
+  (``png``, ``jpeg:Q``; root attribute ``image_codec``), ``images`` is instead ``(N,)`` of
+  variable-length uint8: each sample's encoded image, decoded on read.
 
 A shard may hold only masks (clean writes new masks and leaves images in the ingest shards).
 A shard is written under ``<name>.tmp`` and renamed when complete, so a file with the final
@@ -24,17 +31,65 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import h5py
 import numpy as np
 
-from segprep.errors import ShardError
+from segprep.errors import DecodeError, ShardError
+from segprep.imageio import decode_image, decode_mask, stored_size
 
 log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "segprep-shard"
-SHARD_VERSION = 1
+SHARD_VERSION = 2          # 2: variable-layout samples may be kept as their source file's bytes
 COMPRESSIONS = ("lzf", "gzip", "none")
 _GROW = 32  # fixed-layout rows are written in blocks of this many samples
+
+
+IMAGE_CODECS = ("raw", "png", "jpeg:Q")   # Q: JPEG quality 1-100
+
+
+def parse_image_codec(text: str) -> str:
+    """The canonical name of an image codec (``raw``, ``png``, ``jpeg:Q``; ``jpeg`` = ``jpeg:90``),
+    or a ShardError listing the valid ones."""
+    text = str(text).strip().lower()
+    if text in ("raw", "png"):
+        return text
+    if text == "jpeg":
+        return "jpeg:90"
+    if text.startswith("jpeg:") and text[5:].isdigit() and 1 <= int(text[5:]) <= 100:
+        return f"jpeg:{int(text[5:])}"
+    raise ShardError(f"unknown image codec {text!r}; valid: raw, png, jpeg:Q with Q a JPEG "
+                     f"quality of 1-100 (jpeg = jpeg:90)")
+
+
+def encode_image(image: np.ndarray, codec: str) -> bytes:
+    """An RGB uint8 image's bytes under ``codec`` (``png`` or ``jpeg:Q``), as a fixed shard
+    keeps it. PNG at level 1: Kvasir-SEG's photographs barely shrink at higher levels, and
+    encoding takes 3x longer."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if codec == "png":
+        ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    elif codec.startswith("jpeg:"):
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(codec[5:])])
+    else:
+        raise ShardError(f"cannot encode with image codec {codec!r}")
+    if not ok:
+        raise ShardError(f"OpenCV could not encode an image of shape {image.shape} as {codec}")
+    return data.tobytes()
+
+
+def decode_stored_image(data: np.ndarray | bytes) -> np.ndarray | None:
+    """An image stored by :func:`encode_image` as RGB uint8, or None when it does not decode."""
+    buffer = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+    if _RGB_FLAG is not None:
+        return cv2.imdecode(buffer, _RGB_FLAG)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+_RGB_FLAG = (cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+             if hasattr(cv2, "IMREAD_COLOR_RGB") else None)
 
 
 def _key(index: int) -> str:
@@ -75,11 +130,13 @@ class ShardWriter:
 
     ``fixed_size=(H, W)`` selects the fixed layout; otherwise samples keep their own size.
     ``compression`` is one name for every array, or a mapping from array name (``images``,
-    ``masks``, ``roi``) to a name, missing names meaning lzf.
+    ``masks``, ``roi``) to a name, missing names meaning lzf. ``image_codec`` (fixed layout):
+    ``raw`` stores pixels; ``png`` or ``jpeg:Q`` stores each image encoded (:func:`encode_image`).
     """
 
     def __init__(self, path: Path, stage: str, *, fixed_size: tuple[int, int] | None = None,
-                 compression: str | None | Mapping[str, str | None] = "lzf"):
+                 compression: str | None | Mapping[str, str | None] = "lzf",
+                 image_codec: str = "raw"):
         self.path = Path(path)
         self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self.stage = stage
@@ -91,6 +148,10 @@ class ShardWriter:
             self._compression = dict.fromkeys(("images", "masks", "roi"),
                                               _compression_args(compression))
         self._encoders = {name: _chunk_encoder(args) for name, args in self._compression.items()}
+        self.image_codec = parse_image_codec(image_codec)
+        if self.image_codec != "raw" and fixed_size is None:
+            raise ShardError(f"{self.path}: an image codec needs the fixed layout "
+                             f"(variable shards keep source files as they are)")
         self._ids: list[str] = []
         self._pending: list[dict[str, np.ndarray]] = []  # fixed layout: rows not yet written
         self._written = 0
@@ -102,6 +163,8 @@ class ShardWriter:
                                 layout="fixed" if self.fixed_size else "variable")
         if self.fixed_size:
             self._file.attrs["size"] = self.fixed_size
+        if self.image_codec != "raw":
+            self._file.attrs["image_codec"] = self.image_codec
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -116,9 +179,17 @@ class ShardWriter:
             self.abort()
 
     def add(self, *, sample_id: str, image: np.ndarray | None = None,
-            mask: np.ndarray | None = None, roi: np.ndarray | None = None) -> int:
-        """Store one sample's arrays; returns its index in this shard."""
+            mask: np.ndarray | None = None, roi: np.ndarray | None = None,
+            files: Mapping[str, bytes] | None = None) -> int:
+        """Store one sample's arrays; returns its index in this shard. ``files`` (variable
+        layout): for some of ``images``, ``masks``, ``roi``, the source file's bytes to keep
+        instead of the array, which the caller has decoded from exactly these bytes. Fixed
+        layout with an image codec: ``files["images"]`` may give the image already encoded
+        (otherwise it is encoded here)."""
         index = len(self._ids)
+        if files and self.fixed_size and (set(files) != {"images"} or self.image_codec == "raw"):
+            raise ShardError(f"{self.path}: a fixed-size shard stores pixels, not files"
+                             f"{'' if self.image_codec == 'raw' else ', except its encoded images'}")
         arrays = {}
         for name, array, ndim in (("images", image, 3), ("masks", mask, 2), ("roi", roi, 2)):
             if array is None:
@@ -132,12 +203,20 @@ class ShardWriter:
                                  f"{self.fixed_size}")
             arrays[name] = array
         if self.fixed_size:
+            if self.image_codec != "raw" and "images" in arrays:
+                encoded = (files or {}).get("images")
+                arrays["images"] = np.frombuffer(
+                    encoded if encoded is not None else encode_image(arrays["images"], self.image_codec),
+                    np.uint8)
             self._pending.append(arrays)
             if len(self._pending) >= _GROW:
                 self._flush()
         else:
             for name, array in arrays.items():
-                self._store(name, index, array)
+                if files and name in files:
+                    self._store_file(name, index, files[name])
+                else:
+                    self._store(name, index, array)
         self._ids.append(sample_id)
         return index
 
@@ -167,6 +246,18 @@ class ShardWriter:
             # through the chunk cache first.
             dsid.write_direct_chunk((0,) * array.ndim, encode(array))
 
+    def _store_file(self, name: str, index: int, data: bytes) -> None:
+        """A source file's bytes as the 1-D dataset ``name/<index>``, contiguous and
+        uncompressed (they are compressed already). Through HDF5's own calls: h5py's
+        create_dataset costs 4x as much, more than the write itself."""
+        group = self._groups.get(name)
+        if group is None:
+            group = self._groups[name] = self._file.require_group(name)
+        buffer = np.frombuffer(data, np.uint8)
+        dsid = h5py.h5d.create(group.id, _key(index).encode(), h5py.h5t.NATIVE_UINT8,
+                               h5py.h5s.create_simple((len(buffer),)))
+        dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, buffer)
+
     def _flush(self) -> None:
         """Write the pending fixed-size rows with one call per array: h5py's per-call cost
         is several times the cost of copying one 352x352 chunk."""
@@ -182,6 +273,9 @@ class ShardWriter:
                          for array in given]
             elif any(array is None for array in given) or (start and name not in self._file):
                 raise ShardError(f"{self.path}: every sample of a fixed-size shard needs {name}")
+            if name == "images" and self.image_codec != "raw":
+                self._flush_encoded(given, start, stop)
+                continue
             if name not in self._file:
                 shape = given[0].shape
                 dataset = self._file.create_dataset(
@@ -202,6 +296,18 @@ class ShardWriter:
                 dsid.write_direct_chunk((start + k, *tail), encode(array))
         self._written = stop
         self._pending = []
+
+    def _flush_encoded(self, given: list[np.ndarray], start: int, stop: int) -> None:
+        """Encoded images as rows of a variable-length uint8 dataset (N,)."""
+        if "images" not in self._file:
+            self._file.create_dataset("images", shape=(0,), maxshape=(None,), chunks=(64,),
+                                      dtype=h5py.vlen_dtype(np.uint8))
+        dataset = self._file["images"]
+        dataset.resize(stop, axis=0)
+        rows = np.empty(len(given), dtype=object)
+        for k, data in enumerate(given):  # one by one: equal lengths would make a 2-D array
+            rows[k] = data
+        dataset[start:stop] = rows
 
     def close(self) -> Path:
         """Finish the file and give it its final name."""
@@ -304,6 +410,12 @@ def open_shard(path: Path) -> h5py.File:
         if handle.attrs.get("format") != SHARD_FORMAT:
             handle.close()
             raise ShardError(f"{path}: not a segprep shard (format attribute missing)")
+        version = int(handle.attrs.get("version", 0))
+        if version > SHARD_VERSION:
+            handle.close()
+            raise ShardError(f"{path}: shard format version {version} is newer than this segprep "
+                             f"reads ({SHARD_VERSION}); upgrade segkit, or re-run the stage that "
+                             f"wrote it with --force")
         _handles[key] = handle
     return handle
 
@@ -368,6 +480,13 @@ class ShardReader:
         node, fixed = self.node(path, name, index)
         if node is None:
             return None
+        if not fixed and node.ndim == 1:  # a kept file: decodes to uint8 of its header's size
+            size = stored_size(node[()].tobytes())
+            if size is None:
+                return np.dtype(np.uint8), tuple(self.read(path, name, index).shape)
+            return np.dtype(np.uint8), (*size, 3) if name == "images" else size
+        if fixed and node.ndim == 1:  # encoded images: RGB at the shard's size
+            return np.dtype(np.uint8), (*(int(v) for v in node.file.attrs["size"]), 3)
         return node.dtype, tuple(node.shape[1:] if fixed else node.shape)
 
     def read(self, path: str | Path, name: str, index: int, required: bool = True) -> np.ndarray | None:
@@ -381,13 +500,30 @@ class ShardReader:
                     raise ShardError(f"{path}: index {index} out of range for {name} "
                                      f"({node.shape[0]} samples)")
                 array = node[index:index + 1][0]  # one chunk; a slice is faster in h5py than an int
+                if node.ndim == 1:  # an encoded image (image_codec png or jpeg:Q)
+                    encoded, array = array, decode_stored_image(array)
+                    if array is None:
+                        raise ShardError(f"{path}: {name}[{index}] does not decode "
+                                         f"({len(encoded)} bytes; corrupt)")
             else:
                 array = node[()]
+                if array.ndim == 1:
+                    array = _decode_file(path, name, index, array)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             raise ShardError(f"{path}: cannot read {name}[{index}] (truncated or corrupt: {exc})") from None
         if array is None and required:
             raise ShardError(f"{path}: holds no {name} for index {index}")
         return array
+
+
+def _decode_file(path: str | Path, name: str, index: int, data: np.ndarray) -> np.ndarray:
+    """A kept source file's pixels, decoded by the function ingest used on it."""
+    decode = decode_image if name == "images" else decode_mask
+    try:
+        # No pixel limit: ingest applied its own before keeping the file.
+        return decode(Path(f"{path}:{name}[{index}]"), None, data.tobytes()).array
+    except DecodeError as exc:
+        raise ShardError(f"{exc} (the kept file is corrupt)") from None
 
 
 _reader = ShardReader()

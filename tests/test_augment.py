@@ -163,6 +163,65 @@ def test_output_identical_for_one_and_two_workers(manifest: Path, tmp_path: Path
             np.testing.assert_array_equal(a[name][key], b[name][key])
 
 
+@pytest.mark.parametrize("codec", ["png", "jpeg:90"])
+def test_image_codecs_store_encoded_images_that_read_back(manifest: Path, tmp_path: Path,
+                                                         codec: str) -> None:
+    from segprep.inspect import verify
+
+    raw = run(manifest, tmp_path / "raw")
+    coded = run(manifest, tmp_path / codec.replace(":", ""), image_codec=codec, workers=2)
+    raw_rows, coded_rows = rows_of(raw), rows_of(coded)
+    assert list(raw_rows["sample_id"]) == list(coded_rows["sample_id"])
+    assert list(raw_rows["mask_sha1"]) == list(coded_rows["mask_sha1"])  # masks as before
+    with h5py.File(coded.shards[0], "r") as f:
+        assert f.attrs["image_codec"] == codec and f["images"].ndim == 1
+    assert verify(coded.manifest).ok  # every row's checksum is of the pixels read back
+    for a, b in zip(raw_rows.to_dict("records"), coded_rows.to_dict("records")):
+        want = load_sample(raw.manifest.parent, a).image
+        got = load_sample(coded.manifest.parent, b).image
+        assert got.shape == want.shape == (SIZE, SIZE, 3)
+        if codec == "png":  # lossless: the same pixels, the same checksum
+            np.testing.assert_array_equal(got, want)
+            assert a["image_sha1"] == b["image_sha1"]
+        else:
+            assert np.abs(got.astype(int) - want.astype(int)).mean() < 8  # 4:2:0 chroma at 40 px
+    # the training loader decodes them
+    from segtrain.data import ShardDataset
+    dataset = ShardDataset(coded.manifest, "train")
+    assert dataset[0]["image"].shape == (3, SIZE, SIZE)
+    # a rerun with the same codec is a no-op; another codec is other options
+    assert run(manifest, tmp_path / codec.replace(":", ""), image_codec=codec).skipped
+    with pytest.raises(SegprepError, match="other options"):
+        run(manifest, tmp_path / codec.replace(":", ""), image_codec="raw")
+    close_shards()
+
+
+def test_bad_image_codec_lists_the_valid_ones(manifest: Path, tmp_path: Path) -> None:
+    for bad in ("webp", "jpeg:0", "jpeg:abc"):
+        with pytest.raises(SegprepError, match="valid: raw, png, jpeg:Q"):
+            run(manifest, tmp_path / "bad", image_codec=bad)
+    result = CliRunner().invoke(main, ["augment", str(manifest), "--factor", "2", "--size", "40",
+                                       "--image-codec", "gif", "-o", str(tmp_path / "cli")])
+    assert result.exit_code != 0 and "valid: raw, png, jpeg:Q" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_corrupt_encoded_image_is_caught_by_verify(manifest: Path, tmp_path: Path) -> None:
+    from segprep.inspect import verify
+
+    coded = run(manifest, tmp_path / "png", image_codec="png")
+    close_shards()
+    with h5py.File(coded.shards[0], "r+") as f:
+        data = f["images"][1]
+        data[len(data) // 2:] = 0
+        f["images"][1] = data
+    close_shards()
+    result = verify(coded.manifest)
+    assert not result.ok and len(result.failures) == 1
+    assert "does not decode" in result.failures[0][2] or "checksum" in result.failures[0][2]
+    close_shards()
+
+
 def test_lineage_columns(manifest: Path) -> None:
     result = run(manifest, seed=7)
     df = rows_of(result)

@@ -14,7 +14,7 @@ from PIL import Image
 from segprep import imageio
 from segprep.errors import DecodeError, ManifestError, ShardError
 from segprep.manifest import COLUMNS, read_manifest, write_manifest
-from segprep.shards import (ShardSequence, ShardWriter, close_shards, load_sample, read_image,
+from segprep.shards import (ShardReader, ShardSequence, ShardWriter, close_shards, load_sample, read_image,
                             read_mask, read_roi, shard_info, shard_length)
 
 
@@ -186,6 +186,65 @@ def test_truncated_and_foreign_shards_are_clear_errors(tmp_path: Path) -> None:
         shard_length(tmp_path / "other.h5")
     with pytest.raises(ShardError, match="not found"):
         shard_length(tmp_path / "nope.h5")
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return data.tobytes()
+
+
+def test_a_kept_file_reads_back_as_its_decoded_pixels(tmp_path: Path) -> None:
+    image = _rgb(40, 30)
+    jpeg = _jpeg_bytes(image)
+    ok, png_mask = cv2.imencode(".png", np.where(_rgb(40, 30)[..., 0] > 128, 255, 0).astype(np.uint8))
+    decoded_image = imageio.decode_image(tmp_path / "x.jpg", data=jpeg).array
+    decoded_mask = imageio.decode_mask(tmp_path / "x.png", data=png_mask.tobytes()).array
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, "ingest") as writer:
+        writer.add(sample_id="a", image=decoded_image, mask=decoded_mask,
+                   files={"images": jpeg, "masks": png_mask.tobytes()})
+        writer.add(sample_id="b", image=decoded_image, mask=decoded_mask)  # pixels, as before
+    import h5py
+    with h5py.File(path, "r") as f:
+        assert f.attrs["version"] == 2
+        assert f["images/0000000"].ndim == 1 and f["images/0000000"][()].tobytes() == jpeg
+        assert f["images/0000001"].shape == (40, 30, 3)
+    for index in (0, 1):
+        np.testing.assert_array_equal(read_image(path, index), decoded_image)
+        np.testing.assert_array_equal(read_mask(path, index), decoded_mask)
+    assert ShardReader().spec(path, "images", 0) == (np.dtype(np.uint8), (40, 30, 3))
+    with pytest.raises(ShardError, match="fixed-size shard stores pixels"):
+        with ShardWriter(tmp_path / "f.h5", "augment", fixed_size=(40, 30)) as writer:
+            writer.add(sample_id="a", image=decoded_image, files={"images": jpeg})
+    close_shards()
+
+
+def test_a_corrupt_kept_file_is_a_shard_error_naming_the_sample(tmp_path: Path) -> None:
+    image = _rgb(64, 48)
+    jpeg = _jpeg_bytes(image)
+    path = tmp_path / "s.h5"
+    with ShardWriter(path, "ingest") as writer:
+        writer.add(sample_id="a", image=imageio.decode_image(path, data=jpeg).array,
+                   files={"images": jpeg[:len(jpeg) // 2] + b"\xff\xd9"})  # cut, end marker kept
+    with pytest.raises(ShardError, match=r"s\.h5.*images\[0\].*corrupt"):
+        read_image(path, 0)
+    close_shards()
+
+
+def test_version_1_shards_read_and_newer_ones_are_refused(tmp_path: Path) -> None:
+    import h5py
+    path = tmp_path / "v1.h5"
+    with ShardWriter(path, "ingest") as writer:
+        writer.add(sample_id="a", image=_rgb(), mask=np.zeros((6, 5), np.uint8))
+    with h5py.File(path, "r+") as f:  # a shard as segprep wrote them before files were kept
+        f.attrs["version"] = 1
+    np.testing.assert_array_equal(read_image(path, 0), _rgb())
+    close_shards()
+    with h5py.File(path, "r+") as f:
+        f.attrs["version"] = 99
+    with pytest.raises(ShardError, match="version 99 is newer.*--force"):
+        read_image(path, 0)
+    close_shards()
 
 
 # ----------------------------------------------------------------------------- manifests

@@ -95,6 +95,45 @@ def test_ingest_clean_synth_of_every_layout(synth, tmp_path: Path, layout: str) 
     close_shards()
 
 
+@pytest.mark.parametrize("layout", ["kvasir-seg", "cvc-clinicdb", "drive", "ph2", "folder"])
+def test_ingest_keeps_jpeg_and_png_files_as_they_are(synth, tmp_path: Path, layout: str) -> None:
+    """The shard keeps an 8-bit JPEG's or PNG's own bytes, and the pixels otherwise (TIFF, BMP,
+    GIF); either way reading gives the pixels the manifest's checksums describe."""
+    import h5py
+
+    from segprep.imageio import decode_image, decode_mask, keepable
+
+    data = synth(layout, n=6, seed=3)
+    work = tmp_path / "work"
+    result = ingest([data.root], work, workers=1)
+    df = read_manifest(result.manifest_path)
+    close_shards()
+    kept = 0
+    for _, row in df.iterrows():
+        with h5py.File(result.manifest_path.parent / row["image_shard"], "r") as f:
+            for name, column, decode in (("images", "image_path", decode_image),
+                                         ("masks", "mask_path", decode_mask)):
+                source = result.manifest_path.parent / row[column]
+                decoded = decode(source)
+                stored = f[name][f"{int(row['image_index']):07d}"]
+                if keepable(decoded):
+                    kept += 1
+                    assert stored.ndim == 1 and stored[()].tobytes() == source.read_bytes()
+                else:
+                    np.testing.assert_array_equal(stored[()], decoded.array)
+    # Kvasir-SEG ships JPEGs and a folder PNGs: kept; CVC and DRIVE TIFFs (+ GIF), PH2 BMPs: pixels
+    assert (kept > 0) == (layout in ("kvasir-seg", "folder")), kept
+    for _, row in df.iterrows():
+        sample = load_sample(result.manifest_path.parent, row)
+        assert array_sha1(sample.image) == row["image_sha1"]
+        assert array_sha1(sample.mask) == row["mask_sha1"]
+    close_shards()
+    sources = sum(p.stat().st_size for p in data.root.rglob("*") if p.is_file())
+    shards = sum(p.stat().st_size for p in (work / "shards").glob("*.h5"))
+    if layout == "kvasir-seg":  # JPEG images and masks: the shards are the files, plus HDF5's index
+        assert shards - sources < 4096 * len(df), (shards, sources)
+
+
 @pytest.mark.parametrize("layout,n", [("kvasir-seg", 11), ("cvc-clinicdb", 11), ("drive", 10),
                                       ("ph2", 11), ("folder", 11)])
 def test_injected_defects_land_in_reports_and_exclusions(synth, tmp_path: Path, layout: str, n: int) -> None:

@@ -59,17 +59,29 @@ def test_verify_passes_a_fresh_ingest_and_names_a_tampered_row(work: Path) -> No
     assert ok.exit_code == 0 and "rows verified" in ok.output
 
     df = read_manifest(manifest)
-    row = df[df["status"] == "ok"].iloc[3]
+    ok_rows = df[df["status"] == "ok"]
+    pixels_row = ok_rows[ok_rows["source"] == "drive"].iloc[0]     # TIFF: stored as pixels
+    kept_row = ok_rows[ok_rows["source"] == "kvasir-seg"].iloc[3]  # JPEG: the file's bytes kept
     close_shards()  # read_manifest keeps read-only handles; h5py refuses a second, writable one
-    with h5py.File(manifest.parent / row["image_shard"], "r+") as f:
-        pixels = f["images"][f"{row['image_index']:07d}"]
+    with h5py.File(manifest.parent / pixels_row["image_shard"], "r+") as f:
+        pixels = f["images"][f"{pixels_row['image_index']:07d}"]
         pixels[0, 0, 0] = 255 - pixels[0, 0, 0]
+    with h5py.File(manifest.parent / kept_row["image_shard"], "r+") as f:
+        kept = f["images"][f"{kept_row['image_index']:07d}"]
+        assert kept.ndim == 1
+        # near the end: inside the entropy-coded data (a small JPEG's middle can be an unused
+        # Huffman table entry, whose change decodes to the same pixels)
+        spot = kept.shape[0] - 16
+        kept[spot] = kept[spot] ^ 0x5A
     close_shards()
     result = verify(manifest)
-    assert [(sample_id, problem) for _, sample_id, problem in result.failures] == [
-        (row["sample_id"], "image checksum differs from image_sha1")]
+    problems = {sample_id: problem for _, sample_id, problem in result.failures}
+    assert set(problems) == {pixels_row["sample_id"], kept_row["sample_id"]}
+    assert problems[pixels_row["sample_id"]] == "image checksum differs from image_sha1"
+    assert ("checksum differs" in problems[kept_row["sample_id"]]
+            or "corrupt" in problems[kept_row["sample_id"]])
     bad = runner.invoke(main, ["verify", str(manifest)])
-    assert bad.exit_code == 1 and row["sample_id"] in bad.output and "1 failed" in bad.output
+    assert bad.exit_code == 1 and kept_row["sample_id"] in bad.output and "2 failed" in bad.output
 
 
 def test_verify_names_every_row_of_a_truncated_shard(work: Path) -> None:

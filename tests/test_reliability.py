@@ -104,17 +104,22 @@ def _truncate(path: Path) -> None:
 
 
 def _flip_a_byte(path: Path) -> None:
-    """A byte of the largest dataset's stored data (not the HDF5 structure)."""
+    """A byte of the largest dataset's stored data (not the HDF5 structure): a chunk's 11th
+    byte, or, in a kept JPEG/PNG file (contiguous), a byte near its end, inside the
+    compressed pixel data (its start is headers that may not change the pixels)."""
     with h5py.File(path, "r") as handle:
         datasets = []
         handle.visititems(lambda name, node: datasets.append(node) if isinstance(node, h5py.Dataset)
-                          and node.size > 100 and node.chunks else None)
+                          and node.size > 100 and name != "ids" else None)
         biggest = max(datasets, key=lambda d: d.id.get_storage_size())
-        offset = biggest.id.get_chunk_info(0).byte_offset
+        if biggest.chunks:
+            offset = biggest.id.get_chunk_info(0).byte_offset + 10
+        else:
+            offset = biggest.id.get_offset() + biggest.id.get_storage_size() - 16
     with open(path, "r+b") as raw:
-        raw.seek(offset + 10)
+        raw.seek(offset)
         byte = raw.read(1)
-        raw.seek(offset + 10)
+        raw.seek(offset)
         raw.write(bytes([byte[0] ^ 0xFF]))
 
 

@@ -41,12 +41,13 @@ from segprep.progress import progress as progress_bar
 from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
 from segprep.augment.backends import BackendSpec, fit, make_backend
 from segprep.augment.presets import pipeline_dict
-from segprep.errors import ManifestError, SegprepError
+from segprep.errors import ManifestError, SegprepError, ShardError
 from segprep.hashing import array_sha1
 from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
 from segprep.executor import available_cpus, make_executor
 from segprep.stage import StageRecord, file_sha1, rebase, remove_stale
-from segprep.shards import COMPRESSIONS, ShardWriter, close_shards, load_sample, shard_problem
+from segprep.shards import (COMPRESSIONS, ShardWriter, close_shards, decode_stored_image, encode_image,
+                            load_sample, parse_image_codec, shard_problem)
 from segprep.work import (WorkLock, atomic_write_json, describe_bytes, ensure_writable,
                           free_bytes, read_json)
 
@@ -133,6 +134,7 @@ class _Context:
     compression: str
     seed: int
     max_tries: int
+    image_codec: str = "raw"
 
 
 # ----------------------------------------------------------------------------- work
@@ -186,7 +188,8 @@ class _Worker:
         shard_path = f"{ctx.shard_prefix}/{task.name}"
         # --compression is the images'; masks and ROIs are always MASK_COMPRESSION.
         compression = {"images": ctx.compression, "masks": MASK_COMPRESSION, "roi": MASK_COMPRESSION}
-        with ShardWriter(path, STAGE, fixed_size=self.size, compression=compression) as writer:
+        with ShardWriter(path, STAGE, fixed_size=self.size, compression=compression,
+                         image_codec=ctx.image_codec) as writer:
             for row, variant in task.items:
                 sample_id = row["sample_id"]
                 if sample_id != current_id:
@@ -203,7 +206,13 @@ class _Worker:
                     continue
                 image, mask, roi, params, seed, tries = self._variant(sample_id, base, has_fg, variant)
                 out_id = f"{sample_id}~a{variant:02d}"
-                index = writer.add(sample_id=out_id, image=image, mask=mask, roi=roi)
+                files = None
+                if ctx.image_codec != "raw":
+                    files = {"images": encode_image(image, ctx.image_codec)}
+                    if ctx.image_codec.startswith("jpeg"):
+                        # lossy: the row's checksum must describe the pixels a reader gets
+                        image = decode_stored_image(files["images"])
+                index = writer.add(sample_id=out_id, image=image, mask=mask, roi=roi, files=files)
                 outcome.rows.append(_row(row, out_id, variant, shard_path, index, image, mask, roi,
                                          params, seed, tries, fg_lost=has_fg and not mask.any()))
         atomic_write_json(Path(ctx.blocks_dir) / f"{task.name}.json", {
@@ -277,9 +286,11 @@ class AugmentResult:
 
 def _options(manifest: Path, *, factor: int, size: tuple[int, int], backend: str, preset: str,
              pipeline: Path | None, pipeline_spec: dict | None, aspect: str, compression: str,
-             seed: int, shard_size: int, max_tries: int) -> dict:
+             seed: int, shard_size: int, max_tries: int, image_codec: str = "raw") -> dict:
     """Everything that determines the output (not --workers, --preview or --force)."""
-    return {
+    # image_codec only when not raw: a finished run from before the option stays the same run
+    codec = {} if image_codec == "raw" else {"image_codec": image_codec}
+    return {**codec, 
         "format": FORMAT_VERSION, "input": manifest.name, "input_sha1": file_sha1(manifest),
         "factor": factor, "size": list(size), "backend": backend,
         "preset": None if pipeline_spec is not None else preset,
@@ -309,17 +320,18 @@ def _summary_counts(df: pd.DataFrame) -> dict[str, int]:
 
 # Stored bytes per pixel of an augmented row, for the disk estimate before a run: uncompressed
 # RGB, plus 0/1 planes at gzip-1 (a mask ~1.6 KB at 352x352 on Kvasir-SEG, about 1/80 byte a pixel).
-_BYTES_PER_PIXEL = {"none": 3.0, "lzf": 2.4, "gzip": 2.2}
+_BYTES_PER_PIXEL = {"none": 3.0, "lzf": 2.4, "gzip": 2.2, "png": 2.2, "jpeg": 0.5}
 _MASK_BYTES_PER_PIXEL = 1 / 80
 
 
 def _check_space(usable: pd.DataFrame, factor: int, size: tuple[int, int], compression: str,
-                 work: Path) -> int:
+                 work: Path, image_codec: str = "raw") -> int:
     """The rows a run would write; refuses, before planning anything, a run whose shards would
     not fit on the disk (a factor typed with too many digits fills a disk, or memory, first)."""
     train = int((usable["split"] == "train").sum())
     rows = train * factor + len(usable) - train
-    per_row = size[0] * size[1] * (_BYTES_PER_PIXEL.get(compression, 3.0) + 2 * _MASK_BYTES_PER_PIXEL)
+    stored = compression if image_codec == "raw" else image_codec.partition(":")[0]
+    per_row = size[0] * size[1] * (_BYTES_PER_PIXEL.get(stored, 3.0) + 2 * _MASK_BYTES_PER_PIXEL)
     estimate, free = rows * per_row, free_bytes(work)
     if estimate > free:
         raise SegprepError(f"--factor {factor} at {size[0]}x{size[1]}: {rows:,} rows need about "
@@ -355,7 +367,7 @@ def _check_arguments(factor: int, backend: str, aspect: str, compression: str, p
 def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[int, int] = 352,
             backend: str = "albumentations", preset: str | None = None,
             pipeline: Path | str | None = None, aspect: str = "resize", compression: str = "none",
-            seed: int = 0, workers: int | None = None, preview: int = 0,
+            image_codec: str = "raw", seed: int = 0, workers: int | None = None, preview: int = 0,
             work: Path | str | None = None, force: bool = False, verify: bool = False,
             shard_size: int = SHARD_SIZE, max_tries: int = MAX_TRIES,
             progress: bool = True) -> AugmentResult:
@@ -366,7 +378,9 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     ``"default"``) and ``pipeline`` (an albumentations JSON/YAML file) are exclusive.
     ``compression`` applies to the images (default none: on Kvasir-SEG at 352x352, lzf adds
     ~6 ms per image, more than the default preset's augmentation, to save ~20%); masks and ROIs
-    are always gzip level 1 (``MASK_COMPRESSION``). A rerun with the same options is a no-op
+    are always gzip level 1 (``MASK_COMPRESSION``). ``image_codec`` ``png`` or ``jpeg:Q``
+    stores each image encoded instead (the loader decodes it in its workers; figures in
+    docs/AUGMENT.md, "Image codecs"); ``compression`` then does not apply. A rerun with the same options is a no-op
     while its shards are intact (``verify``: checked down to every checksum); damaged shards are
     recomputed. Other options over a finished run are an error unless ``force``.
 
@@ -379,6 +393,10 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     pipeline = Path(pipeline) if pipeline is not None else None
     preset = _check_arguments(factor, backend, aspect, compression, preset, pipeline, shard_size,
                               max_tries)
+    try:
+        image_codec = parse_image_codec(image_codec)
+    except ShardError as exc:
+        raise SegprepError(str(exc)) from None
     pipeline_spec = pipeline_dict(pipeline) if pipeline is not None else None
     rows = read_manifest(manifest)
     if "variant" in rows.columns and (rows["variant"] != "").any():
@@ -397,9 +415,9 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     options = _options(manifest, factor=factor, size=size, backend=backend, preset=preset,
                        pipeline=pipeline, pipeline_spec=pipeline_spec, aspect=aspect,
                        compression=compression, seed=seed, shard_size=shard_size,
-                       max_tries=max_tries)
+                       max_tries=max_tries, image_codec=image_codec)
     ensure_writable(work)
-    _check_space(usable, factor, size, compression, work)
+    _check_space(usable, factor, size, compression, work, image_codec)
     context = _Context(
         spec=BackendSpec(backend=backend, size=size, aspect=aspect, preset=preset,
                          pipeline=pipeline_spec),
@@ -407,7 +425,7 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
         blocks_dir=str(work / "manifests" / BLOCKS_DIR),
         shard_prefix=Path(os.path.relpath((work / "shards").resolve(),
                                           (work / "manifests").resolve())).as_posix(),
-        compression=compression, seed=seed, max_tries=max_tries)
+        compression=compression, seed=seed, max_tries=max_tries, image_codec=image_codec)
     n_workers = max(1, int(workers)) if workers is not None else available_cpus()
     with WorkLock(work, "segprep augment"):
         result = _run(manifest, usable, len(rows) - len(usable), work, options, context, n_workers,

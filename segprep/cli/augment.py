@@ -46,6 +46,10 @@ def _where(path: Path) -> str:
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
               help="Compression of the images (masks and ROIs are always gzip level 1). lzf "
                    "saves ~20% on photographs and costs more time than augmenting them.")
+@click.option("--image-codec", default="raw", show_default=True, metavar="raw|png|jpeg:Q",
+              help="How images are stored: raw pixels (--compression applies), png (lossless), "
+                   "or jpeg:Q (lossy, quality Q 1-100; jpeg = jpeg:90); the loader decodes in "
+                   "its workers. Bytes and loader speed of each: docs/AUGMENT.md.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; each variant's seed derives from it, the sample and the variant.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -66,7 +70,8 @@ def _where(path: Path) -> str:
               help="Redo a finished run (the same options again are a no-op; other options "
                    "are an error without --force).")
 def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | None,
-            pipeline: Path | None, aspect: str, compression: str, seed: int, workers: int | None,
+            pipeline: Path | None, aspect: str, compression: str, image_codec: str, seed: int,
+            workers: int | None,
             preview: int, work: Path | None, work_alias: Path | None, verify: bool,
             force: bool) -> None:
     """Augment the training split FACTOR times and resize val/test to SIZE.
@@ -88,7 +93,8 @@ def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | 
     from segprep.augment.stage import augment as run_augment  # albumentations loads only here
 
     result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,
-                         pipeline=pipeline, aspect=aspect, compression=compression, seed=seed,
+                         pipeline=pipeline, aspect=aspect, compression=compression,
+                         image_codec=image_codec, seed=seed,
                          workers=workers, preview=preview, work=work, force=force,
                          verify=verify)
     if result.skipped:
