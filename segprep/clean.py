@@ -55,7 +55,7 @@ from segprep.errors import SegprepError
 from segprep.hashing import array_sha1, image_hashes
 from segprep.manifest import read_manifest, work_root, write_manifest
 from segprep.report import render_panels, write_report, write_strip
-from segprep.executor import available_cpus, make_executor
+from segprep.executor import available_cpus, executor_settings, make_executor
 from segprep.shards import (ShardSequence, close_shards, read_image, read_mask, read_roi,
                             shard_length, shard_problem)
 from segprep.stage import StageRecord, publish, rebase, remove_stale
@@ -437,13 +437,15 @@ def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dic
 
 def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None = None, *,
           workers: int | None = None, force: bool = False, verify: bool = False,
-          progress: bool = True) -> CleanResult:
+          progress: bool = True, executor: str = "local", scheduler: str | None = None) -> CleanResult:
     """Run the clean stage on ``manifest``; see the module docstring for what it writes.
 
     ``work`` defaults to the manifest's WORK folder (the parent of its ``manifests/``).
     A finished run with the same input and options is a no-op while its outputs are intact
     (``verify``: down to every mask's checksum); otherwise it runs again. Other options or
-    another input over a finished run are an error unless ``force``.
+    another input over a finished run are an error unless ``force``. ``executor`` ``dask``
+    (``scheduler``: a Dask scheduler's address, None for a LocalCluster) checks the samples on a
+    Dask cluster, with the same output.
     """
     started = time.perf_counter()
     opts = (options or CleanOptions()).validate()
@@ -458,7 +460,7 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
                            f"or pass -o with another WORK folder")
     fingerprint = _fingerprint(manifest, opts)
     record = StageRecord(report_dir / "run.json", out_manifest)
-    with WorkLock(work, "segprep clean"):
+    with WorkLock(work, "segprep clean"), executor_settings(executor, scheduler, shared_dir=work):
         previous = record.read()
         if previous is not None and not force:
             _refuse_other_run(record, previous, fingerprint)

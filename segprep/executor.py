@@ -5,8 +5,10 @@ back in order (``imap``) or as they finish (``imap_unordered``); it never starts
 itself. An executor runs ``initializer(*initargs)`` once in every worker before any block (the
 stage's per-worker state: options, open files), runs module-level functions on picklable
 items, and stops its workers when the ``with`` block ends. ``local`` (:class:`Pool`) is the
-one built in; another kind (a cluster scheduler) registers a factory in :data:`EXECUTORS`
-with the same signature, and every stage can run on it unchanged.
+one built in; ``dask`` (:mod:`segprep.executor_dask`, the ``dask`` extra) runs the same blocks on
+a Dask cluster. Which kind a stage uses comes from :func:`executor_settings`, which the stage
+functions (``executor=``, ``scheduler=``) and the CLI (``--executor``, ``--scheduler``) set around
+their work; every ``make_executor`` inside uses it, so a stage needs no executor plumbing.
 
 Local workers: one start-method policy, workers that die with their parent.
 
@@ -23,6 +25,7 @@ leaves no orphaned workers, and it pins OpenCV to one thread (N workers already 
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import logging
 import multiprocessing
@@ -32,6 +35,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from segprep.errors import SegprepError
@@ -140,13 +146,62 @@ class Executor(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
 
+def _dask_executor(*args: Any) -> Executor:
+    from segprep.executor_dask import DaskExecutor  # dask is an optional extra
+
+    return DaskExecutor(*args)
+
+
 #: executor kinds by name: factory(workers, initializer, initargs, preload) -> Executor
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": Pool}
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": Pool, "dask": _dask_executor}
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Where the blocks of the stage now running go."""
+
+    kind: str = "local"
+    scheduler: str | None = None       # dask: a scheduler address; None starts a LocalCluster
+    shared_dir: Path | None = None     # WORK: every worker must be able to write there
+    announce: Callable[[str], None] | None = None  # the CLI's way to show a line (dashboard link)
+
+
+_SETTINGS: contextvars.ContextVar[ExecutorSettings] = contextvars.ContextVar(
+    "segprep_executor", default=ExecutorSettings())
+
+
+def current_settings() -> ExecutorSettings:
+    return _SETTINGS.get()
+
+
+@contextmanager
+def executor_settings(kind: str | None = "local", scheduler: str | None = None,
+                      shared_dir: Path | None = None,
+                      announce: Callable[[str], None] | None = None) -> Iterator[ExecutorSettings]:
+    """Run the enclosed stage's blocks on executors of ``kind`` (see the module docstring).
+    ``kind=None`` keeps the settings already in force (a stage called inside the CLI's)."""
+    if kind is None:
+        yield _SETTINGS.get()
+        return
+    if kind not in EXECUTORS:
+        raise SegprepError(f"unknown executor {kind!r}; choose one of {', '.join(sorted(EXECUTORS))}")
+    if scheduler is not None and kind != "dask":
+        raise SegprepError(f"--scheduler {scheduler} needs --executor dask")
+    outer = _SETTINGS.get()
+    settings = ExecutorSettings(kind, scheduler, Path(shared_dir) if shared_dir else None,
+                                announce or outer.announce)
+    token = _SETTINGS.set(settings)
+    try:
+        yield settings
+    finally:
+        _SETTINGS.reset(token)
 
 
 def make_executor(workers: int, initializer: Callable[..., None] | None = None,
-                  initargs: tuple = (), preload: Iterable[str] = (), kind: str = "local") -> Executor:
-    """An executor of ``kind`` with ``workers`` workers, each set up by ``initializer``."""
+                  initargs: tuple = (), preload: Iterable[str] = (), kind: str | None = None) -> Executor:
+    """An executor of ``kind`` (default: :func:`executor_settings`'s) with ``workers`` workers,
+    each set up by ``initializer``."""
+    kind = kind or _SETTINGS.get().kind
     try:
         factory = EXECUTORS[kind]
     except KeyError:

@@ -81,16 +81,23 @@ def hamming_matrix(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return _popcount(rows[:, None] ^ cols[None, :]).astype(np.int16)
 
 
-def near_pairs(hashes: np.ndarray, max_distance: int, *, block: int = 2048
+# Distances computed per row block: about 15 bytes each at the peak (XOR, popcount, casts).
+_BLOCK_ELEMENTS = 2**26
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, *, block: int | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` within ``max_distance`` bits, plus each hash's nearest neighbour.
 
     Returns ``(i, j, distance, nearest)`` where ``nearest[k]`` is the index of the closest other
-    hash (lowest index on ties; -1 when there is only one hash). Computed in row blocks so
-    memory stays at ``block * n`` distances.
+    hash (lowest index on ties; -1 when there is only one hash). Computed in row blocks of
+    ``block`` rows (default: 2048, fewer for large ``n``, so a block's distances stay near 2^26
+    elements, ~1 GB at the peak): the time grows with n^2, the memory with n.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(hashes)
+    if block is None:
+        block = int(min(2048, max(16, _BLOCK_ELEMENTS // max(n, 1))))
     nearest = np.full(n, -1, dtype=np.int64)
     found_i, found_j, found_d = [], [], []
     for start in range(0, n, block):

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from segprep.errors import DecodeError, SegprepError
-from segprep.executor import available_cpus, make_executor
+from segprep.executor import available_cpus, executor_settings, make_executor
 from segprep.hashing import array_sha1, image_hashes, phash_hex
 from segprep.imageio import MAX_PIXELS, Decoded, decode_image, decode_mask, is_grey, keepable
 from segprep.manifest import COLUMNS, write_manifest
@@ -444,7 +444,8 @@ def _check_options(sources: list[Path], val: float, test: float, workers: int | 
 def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float = 0.1,
            test: float = 0.1, split_seed: int = 0, splits_file: Path | None = None,
            workers: int | None = None, force: bool = False, verify: bool = False,
-           max_pixels: int = MAX_PIXELS) -> IngestResult:
+           max_pixels: int = MAX_PIXELS, executor: str = "local",
+           scheduler: str | None = None) -> IngestResult:
     """Ingest raw dataset folders into ``WORK`` (see the module docstring).
 
     An unchanged rerun is a no-op when the outputs it would keep are intact (``verify``: down
@@ -452,7 +453,9 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
     options is replaced only with ``force``; inputs that changed are an update (unchanged blocks
     are reused). Raises :class:`SegprepError` for unusable arguments (unknown layout, empty or
     unknown folder, bad splits file), when WORK is in use by another run, and when no sample at
-    all could be ingested; a bad file is a row in the reports, never an abort.
+    all could be ingested; a bad file is a row in the reports, never an abort. ``executor``
+    ``dask`` runs the blocks on a Dask cluster (``scheduler``: its address; None starts a
+    LocalCluster of ``workers`` processes), with the same output.
     """
     started = time.perf_counter()
     work = Path(work)
@@ -465,7 +468,7 @@ def ingest(sources: list[Path], work: Path, *, layout: str = "auto", val: float 
     options = {"sources": [[s.name, s.layout, str(s.root.resolve())] for s in resolved],
                "val": val, "test": test, "split_seed": split_seed, "max_pixels": max_pixels,
                "splits_file": None if splits_table is None else splits_table.to_csv(index=False)}
-    with WorkLock(work, "segprep ingest"):
+    with WorkLock(work, "segprep ingest"), executor_settings(executor, scheduler, shared_dir=work):
         return _run(plan, work, options, sources, layout, splits_table, splits_file, workers,
                     force, verify, started)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from segprep.errors import SegprepError
-from segprep.executor import EXECUTORS, make_executor
+from segprep.executor import EXECUTORS, executor_settings, make_executor
 from segprep.stage import StageRecord, differences, publish, rebase, remove_stale
 from segprep.work import atomic_path
 
@@ -89,9 +89,15 @@ def test_the_local_executor_keeps_order_and_sets_up_every_worker(workers: int) -
 
 
 def test_an_unknown_executor_lists_the_known_ones() -> None:
-    with pytest.raises(SegprepError, match="unknown executor 'slurm'; choose one of local"):
+    with pytest.raises(SegprepError, match="unknown executor 'slurm'; choose one of dask, local"):
         make_executor(2, kind="slurm")
-    assert "local" in EXECUTORS
+    with pytest.raises(SegprepError, match="unknown executor 'slurm'; choose one of dask, local"):
+        with executor_settings("slurm"):
+            pass
+    with pytest.raises(SegprepError, match="--scheduler tcp://x:1 needs --executor dask"):
+        with executor_settings("local", "tcp://x:1"):
+            pass
+    assert {"local", "dask"} <= set(EXECUTORS)
 
 
 def test_atomic_path_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:

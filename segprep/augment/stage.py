@@ -44,7 +44,7 @@ from segprep.augment.presets import pipeline_dict
 from segprep.errors import ManifestError, SegprepError, ShardError
 from segprep.hashing import array_sha1
 from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
-from segprep.executor import available_cpus, make_executor
+from segprep.executor import available_cpus, executor_settings, make_executor
 from segprep.stage import StageRecord, file_sha1, rebase, remove_stale
 from segprep.shards import (COMPRESSIONS, ShardWriter, close_shards, decode_stored_image, encode_image,
                             load_sample, parse_image_codec, shard_problem)
@@ -370,7 +370,7 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
             image_codec: str = "raw", seed: int = 0, workers: int | None = None, preview: int = 0,
             work: Path | str | None = None, force: bool = False, verify: bool = False,
             shard_size: int = SHARD_SIZE, max_tries: int = MAX_TRIES,
-            progress: bool = True) -> AugmentResult:
+            progress: bool = True, executor: str = "local", scheduler: str | None = None) -> AugmentResult:
     """Augment the training split ``factor`` times and resize val/test, into
     ``WORK/shards/augment-*.h5`` and ``WORK/manifests/augment.csv``.
 
@@ -383,6 +383,9 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
     docs/AUGMENT.md, "Image codecs"); ``compression`` then does not apply. A rerun with the same options is a no-op
     while its shards are intact (``verify``: checked down to every checksum); damaged shards are
     recomputed. Other options over a finished run are an error unless ``force``.
+
+    ``executor`` ``dask`` writes the shards from a Dask cluster's workers (``scheduler``: its
+    address; None starts a LocalCluster of ``workers`` processes), with the same output.
 
     With ``workers`` > 1 the workers come from a fork server, which imports the calling script
     again: a script calling this at its top level needs ``if __name__ == "__main__":``.
@@ -427,7 +430,7 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
                                           (work / "manifests").resolve())).as_posix(),
         compression=compression, seed=seed, max_tries=max_tries, image_codec=image_codec)
     n_workers = max(1, int(workers)) if workers is not None else available_cpus()
-    with WorkLock(work, "segprep augment"):
+    with WorkLock(work, "segprep augment"), executor_settings(executor, scheduler, shared_dir=work):
         result = _run(manifest, usable, len(rows) - len(usable), work, options, context, n_workers,
                       force, verify, progress, started)
     if preview:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from segprep.cli.executor_options import announce, executor_options
+
 from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
 from segprep.shards import COMPRESSIONS
 
@@ -69,11 +71,12 @@ def _where(path: Path) -> str:
 @click.option("--force", is_flag=True,
               help="Redo a finished run (the same options again are a no-op; other options "
                    "are an error without --force).")
+@executor_options
 def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | None,
             pipeline: Path | None, aspect: str, compression: str, image_codec: str, seed: int,
             workers: int | None,
             preview: int, work: Path | None, work_alias: Path | None, verify: bool,
-            force: bool) -> None:
+            force: bool, executor: str, scheduler: str | None) -> None:
     """Augment the training split FACTOR times and resize val/test to SIZE.
 
     Reads MANIFEST (clean.csv, or ingest.csv), writes WORK/shards/augment-*.h5 (fixed size,
@@ -92,11 +95,14 @@ def augment(manifest: Path, factor: int, size: str, backend: str, preset: str | 
         work = work_alias
     from segprep.augment.stage import augment as run_augment  # albumentations loads only here
 
-    result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,
-                         pipeline=pipeline, aspect=aspect, compression=compression,
-                         image_codec=image_codec, seed=seed,
-                         workers=workers, preview=preview, work=work, force=force,
-                         verify=verify)
+    from segprep.executor import executor_settings
+
+    with executor_settings(executor, scheduler, announce=announce):
+        result = run_augment(manifest, factor=factor, size=size, backend=backend, preset=preset,
+                             pipeline=pipeline, aspect=aspect, compression=compression,
+                             image_codec=image_codec, seed=seed, workers=workers,
+                             preview=preview, work=work, force=force, verify=verify,
+                             executor=executor, scheduler=scheduler)
     if result.skipped:
         click.echo(f"augment: {_where(result.manifest)} is up to date (finished earlier with the "
                    f"same options); nothing to do. --force redoes it.")

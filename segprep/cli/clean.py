@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from segprep.cli.executor_options import announce, executor_options
+
 from segprep.checks.options import CleanOptions
 
 _D = CleanOptions()
@@ -70,12 +72,13 @@ _D = CleanOptions()
 @click.option("--force", is_flag=True,
               help="Redo a finished run (the same input and options again are a no-op; other "
                    "options are an error without --force).")
+@executor_options
 def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, threshold: str,
           nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool,
           inverted_fg: float, inverted_border: float, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
           near_min_corr: float, dice_min: float, workers: int | None, verify: bool,
-          force: bool) -> None:
+          force: bool, executor: str, scheduler: str | None) -> None:
     """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
     repaired with certainty, exclude what is certainly unusable, flag the rest, and write
     WORK/manifests/clean.csv, class-index masks (0/1) in WORK/shards/clean-*.h5,
@@ -102,5 +105,9 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
         repair=not no_repair, strict=strict,
         misaligned_z=misaligned_z, area_z=area_z, phash_distance=phash_distance,
         near_min_corr=near_min_corr, dice_min=dice_min)
-    result = run_clean(manifest, work, options, workers=workers, force=force, verify=verify)
+    from segprep.executor import executor_settings
+
+    with executor_settings(executor, scheduler, announce=announce):
+        result = run_clean(manifest, work, options, workers=workers, force=force, verify=verify,
+                           executor=executor, scheduler=scheduler)
     click.echo(result.summary())

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from segprep.cli.executor_options import announce, executor_options
+
 
 @click.command()
 @click.argument("srcs", metavar="SRC...", nargs=-1, required=True,
@@ -34,9 +36,10 @@ import click
 @click.option("--force", is_flag=True,
               help="Redo everything, even when nothing changed, and replace a finished ingest "
                    "of other sources or options (without it that is an error).")
+@executor_options
 def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: float,
            split_seed: int, splits_file: Path | None, workers: int | None, max_pixels: int,
-           verify: bool, force: bool) -> None:
+           verify: bool, force: bool, executor: str, scheduler: str | None) -> None:
     """Read raw dataset folders into HDF5 shards and WORK/manifests/ingest.csv.
 
     Each SRC is a dataset as downloaded (or a folder holding one); its layout is detected
@@ -47,10 +50,14 @@ def ingest(srcs: tuple[Path, ...], work: Path, layout: str, val: float, test: fl
     Examples:
       segprep ingest data/synth-kvasir -o work
       segprep ingest Kvasir-SEG -o work --splits manifests/kvasir-seg_medico2020.csv
+      segprep ingest big-archive/ -o /shared/work --executor dask --scheduler tcp://head:8786
     """
+    from segprep.executor import executor_settings
     from segprep.ingest import ingest as run_ingest
 
-    result = run_ingest(list(srcs), work, layout=layout, val=val, test=test, split_seed=split_seed,
-                        splits_file=splits_file, workers=workers, force=force,
-                        verify=verify, max_pixels=max_pixels)
+    with executor_settings(executor, scheduler, announce=announce):
+        result = run_ingest(list(srcs), work, layout=layout, val=val, test=test,
+                            split_seed=split_seed, splits_file=splits_file, workers=workers,
+                            force=force, verify=verify, max_pixels=max_pixels, executor=executor,
+                            scheduler=scheduler)
     click.echo(result.summary())
