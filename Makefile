@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PIP := $(PY) -m pip
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo browser
 
 # A torch and torchvision already importable by $(PYTHON) (say, a user's CUDA build) are kept:
 # the venv sees them.
@@ -31,7 +31,19 @@ $(VENV)/.installed-%: $(VENV)/.created pyproject.toml
 
 venv: $(VENV)/.installed-test
 
-test: $(VENV)/.installed-test
+# The browser tests of `segkit app` drive Debian's chromium through chromedriver: installed here
+# when missing and running as root (CI); elsewhere those tests are skipped with the reason.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing chromium and chromium-driver for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "No chromedriver and not root: the browser tests will be skipped"; \
+		fi; \
+	fi
+
+test: $(VENV)/.installed-test browser
 	$(PY) -m pytest -q
 
 # The whole pipeline on a small synthetic polyp dataset with injected defects (~5 min on 2 CPU cores).
@@ -52,6 +64,9 @@ demo: $(VENV)/.installed-test
 	@echo "  augmentation preview        $(DEMO_DIR)/work/reports/augment/preview.png"
 	@echo "  training run                $(DEMO_DIR)/runs/unet/ (summary.json, curves.png, predictions.png)"
 	@echo "  leaderboard                 $(DEMO_DIR)/runs/bench/leaderboard.md"
+	@echo
+	@echo "review the masks and try the model in a browser:"
+	@echo "  $(BIN)/segkit app $(DEMO_DIR)/work --runs $(DEMO_DIR)/runs"
 
 clean-demo:
 	rm -rf "$(DEMO_DIR)"

@@ -51,6 +51,7 @@ from segprep.checks.mask import border_share, check_mask, is_thin
 from segprep.checks.options import CleanOptions
 from segprep.checks.repairs import binarize
 from segprep.checks.source import SourceSample, has_negatives
+from segprep.decisions import REVIEW_CODES, Decision, default_path, read_decisions
 from segprep.errors import SegprepError
 from segprep.hashing import array_sha1, image_hashes
 from segprep.manifest import read_manifest, work_root, write_manifest
@@ -355,10 +356,52 @@ def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
 
 # ----------------------------------------------------------------------------- the stage
 
-def _fingerprint(manifest: Path, opts: CleanOptions) -> dict:
-    return {"input": str(manifest.resolve()),
-            "input_sha1": hashlib.sha1(manifest.read_bytes()).hexdigest(),
-            "options": opts.as_dict()}
+def _fingerprint(manifest: Path, opts: CleanOptions, decisions: Path | None = None) -> dict:
+    out = {"input": str(manifest.resolve()),
+           "input_sha1": hashlib.sha1(manifest.read_bytes()).hexdigest(),
+           "options": opts.as_dict()}
+    if decisions is not None:  # only with decisions: a run from before them stays the same run
+        out["decisions_sha1"] = hashlib.sha1(decisions.read_bytes()).hexdigest()
+    return out
+
+
+# Codes that make a sample unusable whatever a person says: no pixels, or no mask that fits.
+_UNUSABLE = {"size_mismatch"}
+
+
+def _apply_decisions(out: pd.DataFrame, findings: list[list[Finding]],
+                     decisions: dict[str, Decision]) -> list[str]:
+    """A person's decisions over clean's verdicts (see :mod:`segprep.decisions`); returns notes."""
+    notes: list[str] = []
+    unusable = _UNUSABLE | {code for code, check in CHECKS.items() if check.scope == "ingest"}
+    position = {sample_id: i for i, sample_id in enumerate(out["sample_id"])}
+    unknown = [sid for sid in decisions if sid not in position]
+    statuses, issues = list(out["status"]), list(out["issues"])
+    refused = []
+    for sample_id, decision in decisions.items():
+        i = position.get(sample_id)
+        if i is None:
+            continue
+        codes = [c for c in issues[i].split(";") if c]
+        if decision.decision == "exclude":
+            statuses[i] = "excluded"
+        elif decision.decision == "keep" and statuses[i] == "excluded":
+            if any(code in unusable for code in codes) or any(
+                    f.action == "excluded" and f.code in unusable for f in findings[i]):
+                refused.append(sample_id)
+                continue
+            statuses[i] = "repaired" if any(f.action == "repaired" for f in findings[i]) else "ok"
+        issues[i] = ";".join(codes + [REVIEW_CODES[decision.decision]])
+    out["status"], out["issues"] = statuses, issues
+    applied = len(decisions) - len(unknown) - len(refused)
+    notes.append(f"{applied} review decision(s) applied")
+    if refused:
+        notes.append(f"{len(refused)} 'keep' decision(s) refused: the sample cannot be used "
+                     f"(e.g. {refused[0]}: unreadable or its mask does not fit the image)")
+    if unknown:
+        notes.append(f"{len(unknown)} decision(s) name samples not in the manifest (e.g. "
+                     f"{unknown[0]}); ignored")
+    return notes
 
 
 def _summary_counts(findings: pd.DataFrame) -> pd.DataFrame:
@@ -437,13 +480,16 @@ def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dic
 
 def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None = None, *,
           workers: int | None = None, force: bool = False, verify: bool = False,
-          progress: bool = True, executor: str = "local", scheduler: str | None = None) -> CleanResult:
+          progress: bool = True, executor: str = "local", scheduler: str | None = None,
+          decisions: Path | None = None) -> CleanResult:
     """Run the clean stage on ``manifest``; see the module docstring for what it writes.
 
     ``work`` defaults to the manifest's WORK folder (the parent of its ``manifests/``).
     A finished run with the same input and options is a no-op while its outputs are intact
     (``verify``: down to every mask's checksum); otherwise it runs again. Other options or
-    another input over a finished run are an error unless ``force``. ``executor`` ``dask``
+    another input over a finished run are an error unless ``force``. ``decisions``: a
+    person's review decisions (:mod:`segprep.decisions`), applied over clean's verdicts; default
+    ``WORK/reviews/decisions.csv`` when it exists. ``executor`` ``dask``
     (``scheduler``: a Dask scheduler's address, None for a LocalCluster) checks the samples on a
     Dask cluster, with the same output.
     """
@@ -458,23 +504,30 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
     if out_manifest.resolve() == manifest.resolve():
         raise SegprepError(f"{manifest}: clean would overwrite its own input; copy it elsewhere "
                            f"or pass -o with another WORK folder")
-    fingerprint = _fingerprint(manifest, opts)
+    if decisions is None and default_path(work).exists():
+        decisions = default_path(work)
+    if decisions is not None and not Path(decisions).is_file():
+        raise SegprepError(f"{decisions}: decisions file not found")
+    reviewed = read_decisions(Path(decisions)) if decisions is not None else {}
+    fingerprint = _fingerprint(manifest, opts, Path(decisions) if decisions is not None else None)
     record = StageRecord(report_dir / "run.json", out_manifest)
     with WorkLock(work, "segprep clean"), executor_settings(executor, scheduler, shared_dir=work):
         previous = record.read()
         if previous is not None and not force:
             _refuse_other_run(record, previous, fingerprint)
             problem = _outputs_problem(record, previous, verify)
+            if (previous.get("fingerprint") or {}).get("decisions_sha1") != fingerprint.get("decisions_sha1"):
+                problem = "the review decisions changed"
             if problem is None:
                 log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
                 return _skipped(result, previous, started)
             log.warning("%s: %s; cleaning again", out_manifest, problem)
-            result.rebuilt = True
+            result.rebuilt = problem != "the review decisions changed"
         staging = work / "shards" / f".clean-staging-{os.getpid()}"
         report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
         try:
             return _run(df, manifest, work, opts, workers, progress, staging, report_staging,
-                        result, record, fingerprint, started)
+                        result, record, fingerprint, started, reviewed)
         finally:
             close_shards()
             shutil.rmtree(staging, ignore_errors=True)
@@ -534,7 +587,8 @@ WORKER_COLUMNS = ("sample_id", "image_shard", "image_index", "mask_shard", "mask
 
 def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, workers: int | None,
          progress: bool, staging: Path, report_staging: Path, result: CleanResult,
-         record: StageRecord, fingerprint: dict, started: float) -> CleanResult:
+         record: StageRecord, fingerprint: dict, started: float,
+         reviewed: dict[str, Decision] | None = None) -> CleanResult:
     """plan (tasks) -> work (per-sample checks on the executor, then the manifest checks) ->
     the new rows, findings and report, staged -> publish."""
     input_folder = manifest.parent
@@ -558,6 +612,8 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
                              manifest.name)
         timings["manifest"], clock = time.perf_counter() - clock, time.perf_counter()
         out = _output_rows(df, findings, results, placements, input_excluded, input_folder, work)
+        if reviewed:
+            result.notes += _apply_decisions(out, findings, reviewed)
         findings_df, extra = _findings_table(df, findings, work_root(manifest))
         report_staging.mkdir(parents=True, exist_ok=True)
         findings_df.to_csv(report_staging / "findings.csv", index=False, lineterminator="\n")

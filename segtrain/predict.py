@@ -175,6 +175,28 @@ def load_onnx(path: Path) -> Loaded:
 
 
 @torch.no_grad()
+def image_logits(model: Loaded, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Each RGB image's logits ``(C, H, W)`` at the image's own size: resized to the model's
+    input size, normalised as in training, through the model, and resized back (bilinear).
+    The one inference path of ``predict`` and of ``segkit app``."""
+    from segtrain.data import image_to_tensor, resize
+
+    x = torch.stack([image_to_tensor(resize(image, model.input_size, smooth=True), model.mean, model.std)
+                     for image in images])
+    logits = model.forward(x)
+    return [F.interpolate(item[None].float(), size=image.shape[:2], mode="bilinear",
+                          align_corners=False)[0] for image, item in zip(images, logits)]
+
+
+def foreground_probability(logits: torch.Tensor) -> np.ndarray:
+    """``(H, W)`` float32 foreground probability from one image's logits ``(C, H, W)``:
+    the sigmoid for one channel, 1 - P(background) for several."""
+    if logits.shape[0] == 1:
+        return torch.sigmoid(logits[0]).cpu().numpy().astype(np.float32)
+    return (1.0 - torch.softmax(logits, dim=0)[0]).cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
 def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float | None = None,
             device: str = "auto", split: str | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Write ``out/masks/<name>.png`` (0/255), ``out/overlays/<name>.png`` and ``out/predictions.csv``.
@@ -183,7 +205,6 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
     (``.onnx``: run on onnxruntime, with the same resize and threshold).
     Returns ``{"written", "skipped" (list of [input, reason]), "out", "seconds", "images_per_s"}``.
     """
-    from segtrain.data import image_to_tensor, resize
     from segtrain.evaluate import foreground
 
     if batch_size < 1:
@@ -197,7 +218,6 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
     threshold = float(model.threshold if threshold is None else threshold)
     if not 0.0 < threshold < 1.0:
         raise SegtrainError(f"threshold must be between 0 and 1; got {threshold}")
-    input_size, mean, std = model.input_size, model.mean, model.std
 
     out = Path(out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -218,12 +238,9 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, threshold: float
         bar.update(len(items[first:first + batch_size]))
         if not batch:
             continue
-        x = torch.stack([image_to_tensor(resize(image, input_size, smooth=True), mean, std) for _, image in batch])
-        logits = model.forward(x)
-        for (item, image), item_logits in zip(batch, logits):
+        for (item, image), resized in zip(batch, image_logits(model, [image for _, image in batch])):
             height, width = image.shape[:2]
-            resized = F.interpolate(item_logits[None], size=(height, width), mode="bilinear", align_corners=False)
-            mask = foreground(resized, threshold)[0].cpu().numpy().astype(np.uint8)
+            mask = foreground(resized[None], threshold)[0].cpu().numpy().astype(np.uint8)
             write_png(out / "masks" / f"{item.name}.png", mask * 255)
             write_png(out / "overlays" / f"{item.name}.png", overlay(image, mask))
             records.append({"name": item.name, "input": item.source, "height": height, "width": width,

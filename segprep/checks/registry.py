@@ -13,6 +13,7 @@ source    the source's samples and their positions, its name, the near-         
 pairs     the manifest-wide :class:`~segprep.checks.duplicates.Table`, the      [(sample_id, Finding)]
           verified near-identical pairs, the usable samples, the options
 ingest    (nothing: ingest reports them, clean carries them over)               -
+review    (nothing: a person's decision, :mod:`segprep.decisions`)              -
 ========  ====================================================================  ==================
 
 A mask check whose finding says ``repaired`` has its ``repair(binary, opts)`` applied before the
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCOPES = ("row", "mask", "source", "pairs", "ingest")
+SCOPES = ("row", "mask", "source", "pairs", "ingest", "review")
 
 
 @dataclass

@@ -66,6 +66,10 @@ _D = CleanOptions()
               help="(Near-)duplicates whose masks have a Dice below this disagree (conflict).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: all cores]; the output is the same for any number.")
+@click.option("--decisions", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A person's review decisions (keep/exclude/accept_repair per sample_id, as "
+                   "`segkit app` writes them), applied over clean's verdicts [default: "
+                   "WORK/reviews/decisions.csv when it exists].")
 @click.option("--verify", is_flag=True,
               help="Before calling a rerun a no-op, check every clean mask's checksum; without "
                    "it, shard sizes, headers and counts are checked.")
@@ -77,8 +81,8 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
           nonbinary_share: float, thin_compactness: float, allow_empty: bool, repair_inverted: bool,
           inverted_fg: float, inverted_border: float, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
-          near_min_corr: float, dice_min: float, workers: int | None, verify: bool,
-          force: bool, executor: str, scheduler: str | None) -> None:
+          near_min_corr: float, dice_min: float, workers: int | None, decisions: Path | None,
+          verify: bool, force: bool, executor: str, scheduler: str | None) -> None:
     """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
     repaired with certainty, exclude what is certainly unusable, flag the rest, and write
     WORK/manifests/clean.csv, class-index masks (0/1) in WORK/shards/clean-*.h5,
@@ -92,8 +96,9 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
     options: docs/CLEAN.md.
 
     \b
-    Example:
+    Examples:
       segprep clean work/manifests/ingest.csv --strict
+      segprep clean work/manifests/ingest.csv --decisions work/reviews/decisions.csv
     """
     from segprep.checks.options import parse_threshold
     from segprep.clean import clean as run_clean
@@ -109,5 +114,5 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
 
     with executor_settings(executor, scheduler, announce=announce):
         result = run_clean(manifest, work, options, workers=workers, force=force, verify=verify,
-                           executor=executor, scheduler=scheduler)
+                           executor=executor, scheduler=scheduler, decisions=decisions)
     click.echo(result.summary())

@@ -1,0 +1,146 @@
+"""What the review page shows: a WORK folder's manifest, findings and pictures."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from segprep.decisions import default_path, read_decisions
+from segprep.errors import SegprepError
+from segprep.manifest import read_manifest
+from segprep.shards import read_image, read_mask, read_roi
+
+log = logging.getLogger(__name__)
+
+MASK_BGR = (0, 220, 0)       # the mask in use (clean's), green
+ORIGINAL_BGR = (0, 0, 255)   # the mask as ingested, red, where clean repaired it
+ROI_BGR = (255, 160, 0)
+SCORE_CODES = ("misaligned", "area_outlier", "near_duplicate", "duplicate", "inverted")
+
+
+@dataclass
+class Workspace:
+    work: Path
+    manifest: Path
+    rows: pd.DataFrame             # the manifest, with a position column
+    findings: pd.DataFrame         # clean's findings (empty without clean)
+    originals: dict[str, tuple[str, int]]  # sample_id -> ingest mask (shard, index), repaired only
+
+    @classmethod
+    def open(cls, work: Path) -> "Workspace":
+        work = Path(work)
+        manifests = work / "manifests"
+        manifest = next((manifests / name for name in ("clean.csv", "ingest.csv")
+                         if (manifests / name).is_file()), None)
+        if manifest is None:
+            raise SegprepError(f"{work}: no manifests/clean.csv or manifests/ingest.csv; run "
+                               f"`segprep ingest ... -o {work}` (and `segprep clean`) first")
+        rows = read_manifest(manifest).reset_index(drop=True)
+        findings_path = work / "reports" / "clean" / "findings.csv"
+        findings = (pd.read_csv(findings_path, dtype=str, keep_default_na=False)
+                    if manifest.name == "clean.csv" and findings_path.is_file()
+                    else pd.DataFrame(columns=["sample_id", "code", "severity", "value", "action",
+                                               "message", "partner"]))
+        originals: dict[str, tuple[str, int]] = {}
+        ingest_csv = manifests / "ingest.csv"
+        if manifest.name == "clean.csv" and ingest_csv.is_file():
+            ingested = read_manifest(ingest_csv, check_shards=False).set_index("sample_id")
+            for sample_id in rows.loc[rows["status"] == "repaired", "sample_id"]:
+                if sample_id in ingested.index:
+                    row = ingested.loc[sample_id]
+                    originals[sample_id] = (str(manifests / row["mask_shard"]), int(row["mask_index"]))
+        return cls(work, manifest, rows, findings, originals)
+
+    @property
+    def decisions_path(self) -> Path:
+        return default_path(self.work)
+
+    def index_of(self, sample_id: str) -> int | None:
+        hits = np.flatnonzero(self.rows["sample_id"].to_numpy() == sample_id)
+        return int(hits[0]) if len(hits) else None
+
+    def summary(self) -> list[dict]:
+        """One record per sample for the grid: what the filters and sorting need."""
+        decisions = read_decisions(self.decisions_path)
+        by_sample = self.findings.groupby("sample_id") if len(self.findings) else None
+        out = []
+        for i, row in enumerate(self.rows.to_dict("records")):
+            found = (by_sample.get_group(row["sample_id"]).to_dict("records")
+                     if by_sample is not None and row["sample_id"] in by_sample.groups else [])
+            scores = {}
+            for f in found:
+                try:
+                    scores[f["code"]] = float(f["value"])
+                except ValueError:
+                    pass
+            decision = decisions.get(row["sample_id"])
+            out.append({"index": i, "sample_id": row["sample_id"], "split": row["split"],
+                        "status": row["status"], "source": row["source"], "group": row["group"],
+                        "codes": sorted({f["code"] for f in found}),
+                        "fg_fraction": float(row.get("fg_fraction") or 0.0), "scores": scores,
+                        "repaired": row["sample_id"] in self.originals,
+                        "decision": decision.decision if decision else ""})
+        return out
+
+    def detail(self, index: int) -> dict:
+        row = self.rows.iloc[index].to_dict()
+        found = (self.findings[self.findings["sample_id"] == row["sample_id"]].to_dict("records")
+                 if len(self.findings) else [])
+        partner = next((f["partner"] for f in found if f.get("partner")), "")
+        decision = read_decisions(self.decisions_path).get(row["sample_id"])
+        return {"index": index, "sample_id": row["sample_id"], "split": row["split"],
+                "status": row["status"], "issues": row["issues"], "source": row["source"],
+                "group": row["group"], "height": int(row["height"]), "width": int(row["width"]),
+                "fg_fraction": float(row.get("fg_fraction") or 0.0), "findings": found,
+                "partner": partner, "partner_index": self.index_of(partner) if partner else None,
+                "repaired": row["sample_id"] in self.originals,
+                "decision": decision.__dict__ if decision else None}
+
+    def picture(self, index: int, kind: str, size: int | None) -> np.ndarray:
+        """BGR pixels: ``image``, ``overlay`` (outlines: clean's mask green, the ingested one
+        red where clean repaired it), ``mask`` (0/255) or ``original`` (the ingested mask)."""
+        row = self.rows.iloc[index]
+        root = self.manifest.parent
+        image = read_image(root / row["image_shard"], int(row["image_index"]))
+        mask = read_mask(root / row["mask_shard"], int(row["mask_index"]))
+        if mask.max(initial=0) > 1 and self.manifest.name == "ingest.csv":
+            mask = (mask > 127).astype(np.uint8)
+        canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if kind == "mask":
+            canvas = cv2.cvtColor(((mask > 0) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        elif kind == "original":
+            shard, at = self.originals.get(row["sample_id"], (str(root / row["mask_shard"]), int(row["mask_index"])))
+            original = read_mask(Path(shard), at)
+            canvas = cv2.cvtColor(((original > 127 if original.max(initial=0) > 1 else original > 0)
+                                   * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        elif kind == "overlay":
+            thickness = max(1, round(min(mask.shape[:2]) / 150))
+            roi = read_roi(root / row["image_shard"], int(row["image_index"]))
+            if roi is not None and not roi.all():
+                contours, _ = cv2.findContours((roi > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                               cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(canvas, contours, -1, ROI_BGR, 1)
+            if row["sample_id"] in self.originals and mask.shape == image.shape[:2]:
+                original = read_mask(Path(self.originals[row["sample_id"]][0]),
+                                     self.originals[row["sample_id"]][1])
+                contours, _ = cv2.findContours((original > 127).astype(np.uint8), cv2.RETR_LIST,
+                                               cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(canvas, contours, -1, ORIGINAL_BGR, thickness)
+            if mask.shape == image.shape[:2]:
+                contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_LIST,
+                                               cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(canvas, contours, -1, MASK_BGR, thickness)
+        elif kind != "image":
+            raise SegprepError(f"unknown picture {kind!r}; valid: image, overlay, mask, original")
+        if size:
+            scale = size / max(canvas.shape[:2])
+            if scale < 1:
+                canvas = cv2.resize(canvas, (max(1, round(canvas.shape[1] * scale)),
+                                             max(1, round(canvas.shape[0] * scale))),
+                                    interpolation=cv2.INTER_AREA)
+        return canvas
