@@ -46,6 +46,7 @@ from segprep.checks.duplicates import (Table, candidate_pairs, confirmed_pairs, 
                                        grey_thumbnail, image_thumbnail, mask_thumbnail,
                                        neighbours, tiny_thumbnail, verified_pairs)
 from segprep.checks.findings import FINDING_COLUMNS, Finding
+from segprep.checks.model import read_model_findings
 from segprep.checks.ingested import carried, ingest_report_findings
 from segprep.checks.mask import border_share, check_mask, is_thin
 from segprep.checks.options import CleanOptions
@@ -356,12 +357,16 @@ def manifest_findings(df: pd.DataFrame, results: list[SampleResult],
 
 # ----------------------------------------------------------------------------- the stage
 
-def _fingerprint(manifest: Path, opts: CleanOptions, decisions: Path | None = None) -> dict:
+def _fingerprint(manifest: Path, opts: CleanOptions, decisions: Path | None = None,
+                 qc: Path | None = None) -> dict:
     out = {"input": str(manifest.resolve()),
            "input_sha1": hashlib.sha1(manifest.read_bytes()).hexdigest(),
            "options": opts.as_dict()}
-    if decisions is not None:  # only with decisions: a run from before them stays the same run
+    # only where given: a run from before these inputs existed stays the same run
+    if decisions is not None:
         out["decisions_sha1"] = hashlib.sha1(decisions.read_bytes()).hexdigest()
+    if qc is not None:
+        out["qc_sha1"] = hashlib.sha1(qc.read_bytes()).hexdigest()
     return out
 
 
@@ -481,7 +486,7 @@ def _place_image_shards(df: pd.DataFrame, input_folder: Path, work: Path) -> dic
 def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None = None, *,
           workers: int | None = None, force: bool = False, verify: bool = False,
           progress: bool = True, executor: str = "local", scheduler: str | None = None,
-          decisions: Path | None = None) -> CleanResult:
+          decisions: Path | None = None, qc: Path | None = None) -> CleanResult:
     """Run the clean stage on ``manifest``; see the module docstring for what it writes.
 
     ``work`` defaults to the manifest's WORK folder (the parent of its ``manifests/``).
@@ -489,7 +494,8 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
     (``verify``: down to every mask's checksum); otherwise it runs again. Other options or
     another input over a finished run are an error unless ``force``. ``decisions``: a
     person's review decisions (:mod:`segprep.decisions`), applied over clean's verdicts; default
-    ``WORK/reviews/decisions.csv`` when it exists. ``executor`` ``dask``
+    ``WORK/reviews/decisions.csv`` when it exists. ``qc``: ``segtrain qc``'s findings.csv, whose
+    findings are added to the rows (flagged, never excluding). ``executor`` ``dask``
     (``scheduler``: a Dask scheduler's address, None for a LocalCluster) checks the samples on a
     Dask cluster, with the same output.
     """
@@ -509,25 +515,30 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
     if decisions is not None and not Path(decisions).is_file():
         raise SegprepError(f"{decisions}: decisions file not found")
     reviewed = read_decisions(Path(decisions)) if decisions is not None else {}
-    fingerprint = _fingerprint(manifest, opts, Path(decisions) if decisions is not None else None)
+    model_findings = read_model_findings(Path(qc)) if qc is not None else {}
+    fingerprint = _fingerprint(manifest, opts, Path(decisions) if decisions is not None else None,
+                               Path(qc) if qc is not None else None)
     record = StageRecord(report_dir / "run.json", out_manifest)
     with WorkLock(work, "segprep clean"), executor_settings(executor, scheduler, shared_dir=work):
         previous = record.read()
         if previous is not None and not force:
             _refuse_other_run(record, previous, fingerprint)
             problem = _outputs_problem(record, previous, verify)
-            if (previous.get("fingerprint") or {}).get("decisions_sha1") != fingerprint.get("decisions_sha1"):
+            old = previous.get("fingerprint") or {}
+            if old.get("decisions_sha1") != fingerprint.get("decisions_sha1"):
                 problem = "the review decisions changed"
+            elif old.get("qc_sha1") != fingerprint.get("qc_sha1"):
+                problem = "the QC findings changed"
             if problem is None:
                 log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
                 return _skipped(result, previous, started)
             log.warning("%s: %s; cleaning again", out_manifest, problem)
-            result.rebuilt = problem != "the review decisions changed"
+            result.rebuilt = problem not in ("the review decisions changed", "the QC findings changed")
         staging = work / "shards" / f".clean-staging-{os.getpid()}"
         report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
         try:
             return _run(df, manifest, work, opts, workers, progress, staging, report_staging,
-                        result, record, fingerprint, started, reviewed)
+                        result, record, fingerprint, started, reviewed, model_findings)
         finally:
             close_shards()
             shutil.rmtree(staging, ignore_errors=True)
@@ -588,7 +599,8 @@ WORKER_COLUMNS = ("sample_id", "image_shard", "image_index", "mask_shard", "mask
 def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, workers: int | None,
          progress: bool, staging: Path, report_staging: Path, result: CleanResult,
          record: StageRecord, fingerprint: dict, started: float,
-         reviewed: dict[str, Decision] | None = None) -> CleanResult:
+         reviewed: dict[str, Decision] | None = None,
+         model_findings: dict[str, list[Finding]] | None = None) -> CleanResult:
     """plan (tasks) -> work (per-sample checks on the executor, then the manifest checks) ->
     the new rows, findings and report, staged -> publish."""
     input_folder = manifest.parent
@@ -610,6 +622,11 @@ def _run(df: pd.DataFrame, manifest: Path, work: Path, opts: CleanOptions, worke
                 df, results, [r.findings for r in results], input_excluded, opts)
             _repair_inverted(findings, results, placements, sequence, input_folder, tasks, opts,
                              manifest.name)
+            if model_findings:
+                for i, sample_id in enumerate(df["sample_id"]):
+                    findings[i] += model_findings.get(sample_id, [])
+                result.notes.append(f"{sum(map(len, model_findings.values()))} model finding(s) "
+                                    f"added (flagged) from the QC findings")
         timings["manifest"], clock = time.perf_counter() - clock, time.perf_counter()
         out = _output_rows(df, findings, results, placements, input_excluded, input_folder, work)
         if reviewed:

@@ -298,7 +298,7 @@ def test_the_registry_is_what_clean_runs() -> None:
         assert check.code == code and check.description and check.scope in SCOPES
         assert check.severity in ("error", "warning", "info") and check.worst in ("high", "low", "abs")
         # every scope but the codes another check emits, ingest's and a person's has a measure
-        assert check.measure is not None or check.scope in ("ingest", "review") or code == "conflict", code
+        assert check.measure is not None or check.scope in ("ingest", "review", "model") or code == "conflict", code
     # mask checks run in registration order, each repair applied before the next check
     assert [c.code for c in checks("mask")] == ["nonbinary", "speckle", "holes", "empty", "outside_roi"]
     assert checks("source")[0].explains_others and checks("source")[0].code == "inverted"

@@ -359,12 +359,14 @@ def test_library_code_logs_never_prints() -> None:
 
 def test_package_boundaries() -> None:
     """segprep never imports torch; segtrain reads segprep only through its contract modules
-    (manifest, shards, imageio, errors) and the shared machinery (the CLI shell, the WORK
-    folder's lock and atomic files, the CPU count)."""
+    (manifest, shards, imageio, errors, the findings format that `segtrain qc` writes for clean)
+    and the shared machinery (the CLI shell, the WORK folder's lock and atomic files, the CPU
+    count)."""
     import ast
     root = Path(__file__).resolve().parents[1]
     allowed = {"segprep", "segprep.manifest", "segprep.shards", "segprep.imageio", "segprep.errors",
-               "segprep.lazycli", "segprep.work", "segprep.executor", "segprep.progress"}
+               "segprep.lazycli", "segprep.work", "segprep.executor", "segprep.progress",
+               "segprep.checks.findings"}
     for package in ("segprep", "segtrain"):
         for path in (root / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -16,6 +16,7 @@ from segprep.checks import mask  # noqa: F401,I001  (the modules register their 
 from segprep.checks import source  # noqa: F401
 from segprep.checks import duplicates  # noqa: F401
 from segprep.checks import ingested  # noqa: F401
+from segprep.checks import model  # noqa: F401  (segtrain qc's codes)
 from segprep.checks.findings import ACTIONS, FINDING_COLUMNS, SEVERITIES, Finding
 from segprep.checks.options import CleanOptions
 from segprep.checks.registry import CHECKS, Check, MaskContext, checks, code_order

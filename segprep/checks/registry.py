@@ -14,6 +14,7 @@ pairs     the manifest-wide :class:`~segprep.checks.duplicates.Table`, the      
           verified near-identical pairs, the usable samples, the options
 ingest    (nothing: ingest reports them, clean carries them over)               -
 review    (nothing: a person's decision, :mod:`segprep.decisions`)              -
+model     (nothing: ``segtrain qc``'s findings, :mod:`segprep.checks.model`)    -
 ========  ====================================================================  ==================
 
 A mask check whose finding says ``repaired`` has its ``repair(binary, opts)`` applied before the
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCOPES = ("row", "mask", "source", "pairs", "ingest", "review")
+SCOPES = ("row", "mask", "source", "pairs", "ingest", "review", "model")
 
 
 @dataclass

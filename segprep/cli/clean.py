@@ -70,6 +70,9 @@ _D = CleanOptions()
               help="A person's review decisions (keep/exclude/accept_repair per sample_id, as "
                    "`segkit app` writes them), applied over clean's verdicts [default: "
                    "WORK/reviews/decisions.csv when it exists].")
+@click.option("--qc", "qc", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="`segtrain qc`'s WORK/qc/findings.csv: its model findings (label_disagrees, "
+                   "partial_mask, missed_object, extra_object) are added to the rows, flagged.")
 @click.option("--verify", is_flag=True,
               help="Before calling a rerun a no-op, check every clean mask's checksum; without "
                    "it, shard sizes, headers and counts are checked.")
@@ -82,7 +85,7 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
           inverted_fg: float, inverted_border: float, no_repair: bool,
           strict: bool, misaligned_z: float, area_z: float, phash_distance: int,
           near_min_corr: float, dice_min: float, workers: int | None, decisions: Path | None,
-          verify: bool, force: bool, executor: str, scheduler: str | None) -> None:
+          qc: Path | None, verify: bool, force: bool, executor: str, scheduler: str | None) -> None:
     """Find noisy masks in MANIFEST (ingest.csv or a later one), repair what can be
     repaired with certainty, exclude what is certainly unusable, flag the rest, and write
     WORK/manifests/clean.csv, class-index masks (0/1) in WORK/shards/clean-*.h5,
@@ -114,5 +117,5 @@ def clean(manifest: Path, work: Path | None, min_area: str, max_hole: str, thres
 
     with executor_settings(executor, scheduler, announce=announce):
         result = run_clean(manifest, work, options, workers=workers, force=force, verify=verify,
-                           executor=executor, scheduler=scheduler, decisions=decisions)
+                           executor=executor, scheduler=scheduler, decisions=decisions, qc=qc)
     click.echo(result.summary())

@@ -14,6 +14,7 @@ COMMANDS = {
     "predict": "segtrain.cli.predict:predict",
     "bench": "segtrain.cli.bench:bench",
     "export": "segtrain.cli.export:export",
+    "qc": "segtrain.cli.qc:qc",
 }
 # What `segtrain --help` shows per command (without importing it).
 SHORT_HELP = {
@@ -23,6 +24,7 @@ SHORT_HELP = {
     "predict": "Predict masks and overlays for images, folders or manifests.",
     "bench": "Models x losses leaderboard, or images/s per model (--speed-only).",
     "export": "Export a run to ONNX or TorchScript, checked against PyTorch.",
+    "qc": "Score every label against out-of-sample predictions (K-fold).",
 }
 
 
