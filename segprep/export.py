@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from segprep.errors import ManifestError, SegprepError
-from segprep.manifest import SPLITS, active, read_manifest
+from segprep.errors import SegprepError
+from segprep.manifest import SPLITS, read_manifest, source_rows
 from segprep.progress import progress
 from segprep.shards import close_shards, load_sample
 from segprep.work import atomic_write_csv, atomic_write_json
@@ -77,13 +77,7 @@ class ExportResult:
 def _usable(manifest: Path) -> tuple[pd.DataFrame, int]:
     """The rows an export writes (not excluded), and how many were excluded."""
     df = read_manifest(manifest)
-    if "variant" in df.columns and (df["variant"] != "").any():
-        raise ManifestError(f"{manifest}: an augment manifest (it has variant rows); export the "
-                            f"clean (or ingest) manifest: augmented copies are training-time data")
-    rows = active(df)
-    if rows.empty:
-        raise ManifestError(f"{manifest}: nothing to export: all {len(df)} rows are excluded"
-                            if len(df) else f"{manifest}: nothing to export: the manifest is empty")
+    rows = source_rows(df, manifest, "export")
     return rows.reset_index(drop=True), len(df) - len(rows)
 
 

@@ -154,3 +154,17 @@ def active(df: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
     if split is not None:
         keep &= df["split"] == split
     return df[keep]
+
+
+def source_rows(df: pd.DataFrame, manifest: Path, verb: str) -> pd.DataFrame:
+    """The rows a stage that reads a dataset's own samples (augment, export) uses: not excluded,
+    from a manifest that is not an augment manifest (its copies are training-time data).
+    ``verb`` names the stage in the errors ("augment", "export")."""
+    if "variant" in df.columns and (df["variant"] != "").any():
+        raise ManifestError(f"{manifest}: an augment manifest (it has variant rows); {verb} the "
+                            f"clean (or ingest) manifest instead")
+    rows = active(df)
+    if rows.empty:
+        raise ManifestError(f"{manifest}: no rows to {verb}: all {len(df)} rows are excluded"
+                            if len(df) else f"{manifest}: no rows to {verb}: the manifest is empty")
+    return rows

@@ -164,7 +164,7 @@ def test_nnunet_export_bad_input(tmp_path: Path) -> None:
     with pytest.raises(SegprepError, match="letters, digits"):
         export_nnunet(manifest, tmp_path / "raw", dataset_id=501, name="my data")
     excluded = manifest_with(tmp_path / "w2", excluded_only=True)
-    with pytest.raises(SegprepError, match="nothing to export: all 15 rows are excluded"):
+    with pytest.raises(SegprepError, match="no rows to export: all 15 rows are excluded"):
         export_nnunet(excluded, tmp_path / "raw", dataset_id=501, name="X")
     export_nnunet(manifest, tmp_path / "raw", dataset_id=501, name="X")
     stamp = (tmp_path / "raw" / "Dataset501_X" / "dataset.json").read_bytes()

@@ -41,9 +41,9 @@ from segprep.progress import progress as progress_bar
 from segprep.augment import ASPECTS, BACKENDS, PRESET_NAMES
 from segprep.augment.backends import BackendSpec, fit, make_backend
 from segprep.augment.presets import pipeline_dict
-from segprep.errors import ManifestError, SegprepError, ShardError
+from segprep.errors import SegprepError, ShardError
 from segprep.hashing import array_sha1
-from segprep.manifest import COLUMNS, SPLITS, active, read_manifest, work_root, write_manifest
+from segprep.manifest import COLUMNS, SPLITS, read_manifest, source_rows, work_root, write_manifest
 from segprep.executor import available_cpus, executor_settings, make_executor
 from segprep.stage import StageRecord, file_sha1, rebase, remove_stale
 from segprep.shards import (COMPRESSIONS, ShardWriter, close_shards, decode_stored_image, encode_image,
@@ -402,17 +402,11 @@ def augment(manifest: Path | str, *, factor: int = 25, size: int | str | tuple[i
         raise SegprepError(str(exc)) from None
     pipeline_spec = pipeline_dict(pipeline) if pipeline is not None else None
     rows = read_manifest(manifest)
-    if "variant" in rows.columns and (rows["variant"] != "").any():
-        raise ManifestError(f"{manifest}: already an augment manifest (it has variant rows); "
-                            f"augment clean.csv or ingest.csv instead")
     work = Path(work) if work is not None else work_root(manifest.resolve())
     if (work / "manifests" / "augment.csv").resolve() == manifest.resolve():
         raise SegprepError(f"{manifest}: the input is the output augment.csv; pass the clean (or "
                            f"ingest) manifest, or another -o WORK")
-    usable = active(rows)
-    if usable.empty:
-        raise ManifestError(f"{manifest}: no rows to augment: all {len(rows)} rows are excluded"
-                            if len(rows) else f"{manifest}: no rows to augment: the manifest is empty")
+    usable = source_rows(rows, manifest, "augment")
     if not (usable["split"] == "train").any():
         log.warning("%s: no training rows (not excluded): val/test are only resized", manifest)
     options = _options(manifest, factor=factor, size=size, backend=backend, preset=preset,
