@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 MASK_BGR = (0, 220, 0)       # the mask in use (clean's), green
 ORIGINAL_BGR = (0, 0, 255)   # the mask as ingested, red, where clean repaired it
 ROI_BGR = (255, 160, 0)
-SCORE_CODES = ("misaligned", "area_outlier", "near_duplicate", "duplicate", "inverted")
 
 
 @dataclass

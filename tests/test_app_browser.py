@@ -106,6 +106,12 @@ def test_review_filter_open_exclude_and_clean_applies_it(server, browser) -> Non
     root, url = server
     browser.get(url + "/")
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".card"))
+    # sorting: by foreground fraction, the largest first
+    Select(browser.find_element(By.ID, "sort")).select_by_value("fg_fraction")
+    manifest = pd.read_csv(root / "work/manifests/clean.csv", dtype=str, keep_default_na=False)
+    largest = manifest.loc[manifest["fg_fraction"].astype(float).idxmax(), "sample_id"]
+    assert browser.find_elements(By.CSS_SELECTOR, ".card")[0].get_attribute("data-sample") == largest
+    Select(browser.find_element(By.ID, "sort")).select_by_value("index")
     findings = pd.read_csv(root / "work/reports/clean/findings.csv", dtype=str)
     code = findings["code"].value_counts().index[0]
     Select(browser.find_element(By.ID, "f-code")).select_by_visible_text(code)
