@@ -165,8 +165,11 @@ def create_app(work: Path, runs: Path | None = None, *, token: str | None = None
 
     @app.post("/api/predict-sample")
     async def predict_sample(request: Request) -> dict:
-        body = await request.json()
-        index = sample(int(body.get("index", -1)))
+        try:
+            body = await request.json()
+            index = sample(int(body.get("index")))
+        except (ValueError, TypeError, AttributeError):
+            raise HTTPException(400, "send JSON: {run, index} with the sample's position") from None
         row = workspace.rows.iloc[index]
         root = workspace.manifest.parent
         from segprep.shards import read_image, read_mask

@@ -253,6 +253,9 @@ def test_bad_uploads_are_clear_errors(site, tmp_path: Path) -> None:
     r = upload("ok.png", good, run="../../etc")
     assert r.status_code == 400 and "unknown run" in r.json()["error"]
     assert site.get("/api/predictions/deadbeef?threshold=0.5").status_code == 400
+    for body in ({"run": "unet-tiny", "index": "x"}, {"run": "unet-tiny"}, ["x"]):
+        assert site.post("/api/predict-sample", json=body).status_code == 400
+    assert site.post("/api/predict-sample", json={"run": "unet-tiny", "index": 10**6}).status_code == 404
 
 
 def test_a_token_guards_every_request_and_other_hosts_need_one(prepared: Path) -> None:
