@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segtrain.models.base import EncoderSegModel
-from segtrain.models.linknet import LinkNetDecoderBlock
+from segtrain.models.linknet import LinkNetDecoderBlock, linknet_head
 
 
 class EncoderLinkNet(EncoderSegModel):
@@ -33,13 +33,7 @@ class EncoderLinkNet(EncoderSegModel):
                                       for k in reversed(range(len(channels) - 1)))
         first = channels[0]
         self.decoder1 = LinkNetDecoderBlock(first, first, stride=1)
-        half = max(first // 2, 1)
-        self.head = nn.Sequential(
-            nn.ConvTranspose2d(first, half, 3, stride=2, padding=1, output_padding=1, bias=False),
-            nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(half, num_classes, 2, stride=2),
-        )
+        self.head = linknet_head(first, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -129,6 +129,18 @@ class LinkNetDecoderBlock(nn.Sequential):
         )
 
 
+def linknet_head(channels: int, num_classes: int) -> nn.Sequential:
+    """The paper's head from stride 4 to full resolution: full convolution x2, 3x3 convolution,
+    full convolution x2 to the logits."""
+    half = max(channels // 2, 1)
+    return nn.Sequential(
+        nn.ConvTranspose2d(channels, half, 3, stride=2, padding=1, output_padding=1, bias=False),
+        nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+        nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(half, num_classes, 2, stride=2),
+    )
+
+
 class LinkNet(SegModel):
     """LinkNet: Chaurasia & Culurciello, VCIP 2017.
 
@@ -157,13 +169,7 @@ class LinkNet(SegModel):
         self.decoder3 = LinkNetDecoderBlock(4 * b, 2 * b)
         self.decoder2 = LinkNetDecoderBlock(2 * b, b)
         self.decoder1 = LinkNetDecoderBlock(b, b, stride=1)  # layer1 does not downsample
-        half = max(b // 2, 1)
-        self.head = nn.Sequential(
-            nn.ConvTranspose2d(b, half, 3, stride=2, padding=1, output_padding=1, bias=False),
-            nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(half, num_classes, 2, stride=2),
-        )
+        self.head = linknet_head(b, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
