@@ -172,11 +172,10 @@ def create_app(work: Path, runs: Path | None = None, *, token: str | None = None
             raise HTTPException(400, "send JSON: {run, index} with the sample's position") from None
         row = workspace.rows.iloc[index]
         root = workspace.manifest.parent
-        from segprep.shards import read_image, read_mask
+        from segprep.shards import binary_mask, read_image, read_mask
 
         image = read_image(root / row["image_shard"], int(row["image_index"]))
-        truth = read_mask(root / row["mask_shard"], int(row["mask_index"]))
-        truth = (truth > 127 if truth.max(initial=0) > 1 else truth > 0).astype(np.uint8)
+        truth, _ = binary_mask(read_mask(root / row["mask_shard"], int(row["mask_index"])))
         key, prediction = models.predict(str(body.get("run", "")), image, truth)
         return {"name": row["sample_id"], **_answer(key, prediction, None)}
 

@@ -13,7 +13,7 @@ import pandas as pd
 from segprep.decisions import default_path, read_decisions
 from segprep.errors import SegprepError
 from segprep.manifest import read_manifest
-from segprep.shards import read_image, read_mask, read_roi
+from segprep.shards import binary_mask, read_image, read_mask, read_roi
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +106,14 @@ class Workspace:
         row = self.rows.iloc[index]
         root = self.manifest.parent
         image = read_image(root / row["image_shard"], int(row["image_index"]))
-        mask = read_mask(root / row["mask_shard"], int(row["mask_index"]))
-        if mask.max(initial=0) > 1 and self.manifest.name == "ingest.csv":
-            mask = (mask > 127).astype(np.uint8)
+        mask, _ = binary_mask(read_mask(root / row["mask_shard"], int(row["mask_index"])))
         canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if kind == "mask":
             canvas = cv2.cvtColor(((mask > 0) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
         elif kind == "original":
             shard, at = self.originals.get(row["sample_id"], (str(root / row["mask_shard"]), int(row["mask_index"])))
-            original = read_mask(Path(shard), at)
-            canvas = cv2.cvtColor(((original > 127 if original.max(initial=0) > 1 else original > 0)
-                                   * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+            original, _ = binary_mask(read_mask(Path(shard), at))
+            canvas = cv2.cvtColor(original * 255, cv2.COLOR_GRAY2BGR)
         elif kind == "overlay":
             thickness = max(1, round(min(mask.shape[:2]) / 150))
             roi = read_roi(root / row["image_shard"], int(row["image_index"]))
@@ -125,9 +122,9 @@ class Workspace:
                                                cv2.CHAIN_APPROX_SIMPLE)
                 cv2.drawContours(canvas, contours, -1, ROI_BGR, 1)
             if row["sample_id"] in self.originals and mask.shape == image.shape[:2]:
-                original = read_mask(Path(self.originals[row["sample_id"]][0]),
-                                     self.originals[row["sample_id"]][1])
-                contours, _ = cv2.findContours((original > 127).astype(np.uint8), cv2.RETR_LIST,
+                original, _ = binary_mask(read_mask(Path(self.originals[row["sample_id"]][0]),
+                                                    self.originals[row["sample_id"]][1]))
+                contours, _ = cv2.findContours(original, cv2.RETR_LIST,
                                                cv2.CHAIN_APPROX_SIMPLE)
                 cv2.drawContours(canvas, contours, -1, ORIGINAL_BGR, thickness)
             if mask.shape == image.shape[:2]:

@@ -36,12 +36,11 @@ import pandas as pd
 from segprep.errors import SegprepError
 from segprep.manifest import SPLITS, read_manifest, source_rows
 from segprep.progress import progress
-from segprep.shards import close_shards, load_sample
+from segprep.shards import BINARIZE_THRESHOLD, close_shards, load_sample
 from segprep.work import atomic_write_csv, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-BINARIZE_THRESHOLD = 128  # raw 0/255 grey masks (an ingest manifest): foreground from mid-grey
 RAW_GREY = 32             # no dataset here has 32 classes; a raw mask's foreground is ~255
 FOLDS = 5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

@@ -92,6 +92,18 @@ _RGB_FLAG = (cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
              if hasattr(cv2, "IMREAD_COLOR_RGB") else None)
 
 
+BINARIZE_THRESHOLD = 128  # raw 0/255 grey masks (as ingest stores them): foreground from mid-grey
+
+
+def binary_mask(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A stored mask as 0/1 foreground, and whether it had to be binarized: ingest keeps a mask's
+    grey values as decoded (0/255, JPEG noise), binarized here at BINARIZE_THRESHOLD; from clean
+    on, masks are class indices 0/1 and pass as they are."""
+    if mask.size and int(mask.max()) > 1:
+        return (mask >= BINARIZE_THRESHOLD).astype(np.uint8), True
+    return mask, False
+
+
 def _key(index: int) -> str:
     return f"{index:07d}"
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from segprep.checks.findings import FINDING_COLUMNS
 from segprep.manifest import read_manifest, write_manifest
-from segprep.shards import ShardWriter, close_shards, read_image, read_mask
+from segprep.shards import ShardWriter, binary_mask, close_shards, read_image, read_mask
 from segtrain.errors import SegtrainError
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def qc(manifest: Path, work: Path, *, folds: int = 5, probs: Path | None = None,
     scored, findings = [], []
     for row in rows.to_dict("records"):
         label = read_mask(manifest.parent / row["mask_shard"], int(row["mask_index"]))
-        label = (label > 127).astype(np.uint8) if label.max(initial=0) > 1 else label
+        label, _ = binary_mask(label)
         result = score(row["sample_id"], label, given.read(row["sample_id"], label.shape))
         scored.append(result.__dict__)
         findings += result.findings(below)

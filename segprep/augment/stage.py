@@ -46,7 +46,7 @@ from segprep.hashing import array_sha1
 from segprep.manifest import COLUMNS, SPLITS, read_manifest, source_rows, work_root, write_manifest
 from segprep.executor import available_cpus, executor_settings, make_executor
 from segprep.stage import StageRecord, file_sha1, rebase, remove_stale
-from segprep.shards import (COMPRESSIONS, ShardWriter, close_shards, decode_stored_image, encode_image,
+from segprep.shards import (BINARIZE_THRESHOLD, COMPRESSIONS, ShardWriter, binary_mask, close_shards, decode_stored_image, encode_image,
                             load_sample, parse_image_codec, shard_problem)
 from segprep.work import (WorkLock, atomic_write_json, describe_bytes, ensure_writable,
                           free_bytes, read_json)
@@ -57,7 +57,6 @@ STAGE = "augment"
 FORMAT_VERSION = 1
 MAX_TRIES = 10
 SHARD_SIZE = 128  # rows; small enough that N workers share the shards evenly
-BINARIZE_THRESHOLD = 128  # mid-range of 8-bit grey values, for raw 0/255 masks
 # Extra input columns that stay true for a resized/augmented variant. Others (phash, mask_values,
 # checksums, clean's measurements) describe the source arrays and would be stale.
 CARRIED_COLUMNS = ("stem", "has_roi", "roi_path")
@@ -156,10 +155,7 @@ class _Worker:
         """The sample fitted to the output size, whether the source had foreground, and whether
         its mask had to be binarized."""
         sample = load_sample(Path(self.context.source_root), row)
-        mask = sample.mask
-        binarized = bool(mask.size and mask.max() > 1)
-        if binarized:
-            mask = (mask >= BINARIZE_THRESHOLD).astype(np.uint8)
+        mask, binarized = binary_mask(sample.mask)
         roi = None if sample.roi is None else (sample.roi > 0).astype(np.uint8)
         has_fg = bool(mask.any())
         base = fit(sample.image, mask, roi, self.size, self.context.spec.aspect)
