@@ -82,10 +82,3 @@ class Models:
         if prediction is None:
             raise SegprepError("that prediction has expired; predict again")
         return prediction
-
-
-def dice(mask: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two 0/1 masks (1 when both are empty)."""
-    a, b = mask > 0, truth > 0
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total

@@ -15,7 +15,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from segapp.models import Models, decode_upload, dice, list_runs
+from segapp.models import Models, decode_upload, list_runs
 from segapp.workspace import Workspace
 from segprep.decisions import DECISIONS, read_decisions, record_decision
 from segprep.errors import SegprepError
@@ -141,20 +141,25 @@ def create_app(work: Path, runs: Path | None = None, *, token: str | None = None
     def runs_list() -> dict:
         return {"runs": list_runs(models.runs)}
 
-    def _answer(key: str, prediction, threshold: float | None) -> dict:
+    def _mask_at(prediction, threshold: float | None) -> tuple[float, np.ndarray]:
+        """The threshold in use (the run's unless given) and the 0/1 mask it gives."""
         t = prediction.threshold if threshold is None else float(threshold)
         if not 0.0 < t < 1.0:
             raise HTTPException(400, "threshold must be between 0 and 1")
-        mask = (prediction.probability > t).astype(np.uint8)
-        canvas = cv2.cvtColor(prediction.image, cv2.COLOR_RGB2BGR)
-        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, (0, 220, 0), max(1, round(min(mask.shape) / 150)))
-        tint = canvas.copy()
-        tint[mask > 0] = (0.6 * tint[mask > 0] + 0.4 * np.array([0, 220, 0])).astype(np.uint8)
+        return t, (prediction.probability > t).astype(np.uint8)
+
+    def _answer(key: str, prediction, threshold: float | None) -> dict:
+        from segtrain.metrics import confusion, scores
+        from segtrain.predict import CONTOUR_BGR, overlay
+
+        t, mask = _mask_at(prediction, threshold)
+        canvas = overlay(prediction.image, mask)  # `segtrain predict`'s overlay, tinted inside
+        canvas[mask > 0] = (0.6 * canvas[mask > 0] + 0.4 * np.array(CONTOUR_BGR)).astype(np.uint8)
+        dice = (None if prediction.truth is None
+                else scores(**confusion(mask, prediction.truth))["dice"])
         return {"id": key, "threshold": t, "default_threshold": prediction.threshold,
-                "fg_fraction": float(mask.mean()),
-                "dice": None if prediction.truth is None else dice(mask, prediction.truth),
-                "overlay": _data_url(tint), "mask_url": f"/api/predictions/{key}/mask.png?threshold={t}"}
+                "fg_fraction": float(mask.mean()), "dice": dice,
+                "overlay": _data_url(canvas), "mask_url": f"/api/predictions/{key}/mask.png?threshold={t}"}
 
     @app.post("/api/predict")
     async def predict_upload(run: str = Form(...), file: UploadFile = File(...)) -> dict:
@@ -185,12 +190,8 @@ def create_app(work: Path, runs: Path | None = None, *, token: str | None = None
 
     @app.get("/api/predictions/{key}/mask.png")
     def prediction_mask(key: str, threshold: float | None = None) -> Response:
-        prediction = models.get(key)
-        t = prediction.threshold if threshold is None else float(threshold)
-        if not 0.0 < t < 1.0:
-            raise HTTPException(400, "threshold must be between 0 and 1")
-        mask = ((prediction.probability > t) * 255).astype(np.uint8)
-        return Response(_png(mask), media_type="image/png",
+        _, mask = _mask_at(models.get(key), threshold)
+        return Response(_png(mask * 255), media_type="image/png",
                         headers={"Content-Disposition": f'attachment; filename="mask-{key[:8]}.png"'})
 
     return app

@@ -41,6 +41,7 @@ from segprep.checks.findings import FINDING_COLUMNS
 from segprep.manifest import read_manifest, write_manifest
 from segprep.shards import ShardWriter, binary_mask, close_shards, read_image, read_mask
 from segtrain.errors import SegtrainError
+from segtrain.metrics import confusion, scores
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,10 @@ def score(sample_id: str, label: np.ndarray, probability: np.ndarray) -> Scores:
     """Every score of one sample (label 0/1, probability in [0, 1], same shape)."""
     label = (label > 0).astype(np.uint8)
     predicted = (probability > 0.5).astype(np.uint8)
-    both, labelled, found = int((label & predicted).sum()), int(label.sum()), int(predicted.sum())
-    dice = 1.0 if labelled + found == 0 else 2.0 * both / (labelled + found)
+    counts = confusion(predicted, label)
+    both, labelled, found = counts["tp"], counts["tp"] + counts["fn"], counts["tp"] + counts["fp"]
     min_area = MIN_OBJECT * label.size
-    return Scores(sample_id, soft_min_quality(label, probability), dice,
+    return Scores(sample_id, soft_min_quality(label, probability), scores(**counts)["dice"],
                   found / labelled if labelled else (math.inf if found else 1.0),
                   _unmatched(predicted, label, min_area), _unmatched(label, predicted, min_area),
                   both / labelled if labelled else 1.0)
