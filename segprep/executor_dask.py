@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from segprep.errors import SegprepError
 from segprep.executor import current_settings
+from segprep.work import ensure_writable
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,9 @@ def _run_chunk(token: str, initializer: Callable[..., None] | None, initargs: tu
 def _probe(folder: str) -> str | None:
     """Why this worker cannot write in ``folder``, or None."""
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dask-probe-"):
-            pass
-    except OSError as exc:
-        return f"{exc.strerror or exc} ({folder})"
+        ensure_writable(Path(folder))
+    except SegprepError as exc:
+        return str(exc)
     return None
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import socket
 import sys
 import time
@@ -90,9 +91,9 @@ def ensure_writable(folder: Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".segkit-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a unique name: processes on several machines (Dask workers) may probe one folder at once
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segkit-write-test-"):
+            pass
     except OSError as exc:
         raise SegprepError(f"{folder}: cannot write here ({exc.strerror or exc}); choose "
                            f"another output folder (-o)") from None
