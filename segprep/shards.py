@@ -512,7 +512,7 @@ class ShardReader:
                     raise ShardError(f"{path}: index {index} out of range for {name} "
                                      f"({node.shape[0]} samples)")
                 array = node[index:index + 1][0]  # one chunk; a slice is faster in h5py than an int
-                if node.ndim == 1:  # an encoded image (image_codec png or jpeg:Q)
+                if array.ndim == 1:  # an encoded image (image_codec png or jpeg:Q): its bytes
                     encoded, array = array, decode_stored_image(array)
                     if array is None:
                         raise ShardError(f"{path}: {name}[{index}] does not decode "
