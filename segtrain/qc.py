@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from segprep.checks.findings import FINDING_COLUMNS
-from segprep.manifest import read_manifest, write_manifest
+from segprep.manifest import read_manifest, source_rows, write_manifest
 from segprep.shards import ShardWriter, binary_mask, close_shards, read_image, read_mask
 from segtrain.errors import SegtrainError
 from segtrain.metrics import confusion, scores
@@ -249,11 +249,10 @@ def qc(manifest: Path, work: Path, *, folds: int = 5, probs: Path | None = None,
     started = time.perf_counter()
     manifest, work = Path(manifest), Path(work)
     table = read_manifest(manifest)
-    rows = table[(table["status"] != "excluded") & table["split"].isin(["train", "val"])].reset_index(drop=True)
+    usable = source_rows(table, manifest, "check")
+    rows = usable[usable["split"].isin(["train", "val"])].reset_index(drop=True)
     if rows.empty:
         raise SegtrainError(f"{manifest}: no train or val rows to check")
-    if "variant" in rows.columns and (rows["variant"] != "").any():
-        raise SegtrainError(f"{manifest}: an augment manifest; run qc on clean.csv (or ingest.csv)")
     out = work / "qc"
     fold_dice: list[float] = []
     if probs is None:

@@ -136,6 +136,14 @@ def test_bad_input_is_clear(prepared: Path, tmp_path: Path) -> None:
     (probs / "index.csv").write_text("sample_id,shard,index\nx,p.h5,0\n")
     with pytest.raises(SegtrainError, match="no probabilities for"):
         qc(prepared / "manifests/clean.csv", tmp_path / "w", probs=probs)
+    from segprep.manifest import read_manifest, write_manifest
+    augmented = read_manifest(prepared / "manifests/clean.csv").assign(variant="1")
+    write_manifest(augmented, prepared / "manifests/qc-augmented.csv")
+    try:
+        with pytest.raises(SegprepError, match="an augment manifest.*check the clean"):
+            qc(prepared / "manifests/qc-augmented.csv", tmp_path / "w1", probs=probs)
+    finally:
+        (prepared / "manifests/qc-augmented.csv").unlink()
     bad = tmp_path / "findings.csv"
     bad.write_text(",".join(FINDING_COLUMNS) + "\nx,speckle,warning,1,flagged,m,\n")
     with pytest.raises(SegprepError, match="'speckle' is not a model's"):
