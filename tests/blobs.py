@@ -42,3 +42,19 @@ def blob_manifest(root: Path, counts: dict[str, int] | None = None, *, size: int
                              "status": "excluded" if i == n else "ok", "issues": "",
                              "parent_id": "", "image_path": "", "mask_path": ""})
     return write_manifest(pd.DataFrame(rows), root / "augment.csv")
+
+
+def untrained_checkpoint(path: Path, name: str = "unet", size: int = SIZE, **kwargs) -> Path:
+    """``name`` (with ``kwargs``) untrained (torch seed 0), saved at ``path`` the way `segtrain
+    run` saves its best.pt: for tests of what reads checkpoints (predict, export, the app)."""
+    import torch
+
+    from segtrain.checkpoint import save_checkpoint
+    from segtrain.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs)
+    save_checkpoint(path, {"model_name": model.segkit_name, "model_kwargs": model.segkit_kwargs,
+                           "model_state": model.state_dict(), "input_size": [size, size],
+                           "normalize": "imagenet", "threshold": 0.5, "config": {}, "epoch": 1})
+    return Path(path)

@@ -34,3 +34,25 @@ def synth(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cleaned(synth):
+    """Factory for a WORK folder made by `segprep ingest` then `clean` (one worker) from a
+    synthetic dataset: ``work = cleaned(folder, n=24, noise=0.5, seed=31)`` returns
+    ``folder/work``. Not shared: each call makes its own, which the test may change."""
+
+    def make(folder, layout: str = "kvasir-seg", n: int = 12, noise: float = 0.0, seed: int = 0,
+             size: tuple[int, int] = (64, 64)):
+        from segprep.clean import clean
+        from segprep.ingest import ingest
+        from segprep.shards import close_shards
+
+        work = folder / "work"
+        ingest([synth(layout, n=n, noise=noise, seed=seed, size=size).root], work, workers=1)
+        clean(work / "manifests" / "ingest.csv", workers=1, progress=False)
+        close_shards()
+        return work
+
+    return make
+

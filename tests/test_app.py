@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from blobs import untrained_checkpoint
 from segapp.server import create_app
 from segprep.clean import clean
 from segprep.ingest import ingest
@@ -23,28 +24,14 @@ SIZE = 64
 
 def make_run(runs: Path, name: str = "unet-tiny") -> Path:
     """A run folder as `segtrain run` leaves it (best.pt), with an untrained small U-Net."""
-    import torch
-
-    from segtrain.checkpoint import save_checkpoint
-    from segtrain.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("unet", base_channels=4, depth=2)
-    path = runs / name / "best.pt"
-    save_checkpoint(path, {"model_name": model.segkit_name, "model_kwargs": model.segkit_kwargs,
-                           "model_state": model.state_dict(), "input_size": [SIZE, SIZE],
-                           "normalize": "imagenet", "threshold": 0.5, "config": {}, "epoch": 1})
-    return path
+    return untrained_checkpoint(runs / name / "best.pt", "unet", SIZE, base_channels=4, depth=2)
 
 
 @pytest.fixture(scope="module")
-def prepared(synth, tmp_path_factory) -> Path:
+def prepared(cleaned, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("app")
-    data = synth("kvasir-seg", n=24, noise=0.5, seed=31)
-    ingest([data.root], root / "work", workers=1)
-    clean(root / "work" / "manifests" / "ingest.csv", workers=1, progress=False)
+    cleaned(root, n=24, noise=0.5, seed=31)
     make_run(root / "runs")
-    close_shards()
     return root
 
 

@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 
 from segprep.clean import clean
-from segprep.ingest import ingest
 from segprep.shards import close_shards
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,18 +37,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(synth, tmp_path_factory):
+def server(cleaned, tmp_path_factory):
     import uvicorn
 
     from segapp.server import create_app
     from test_app import make_run
 
     root = tmp_path_factory.mktemp("browser")
-    data = synth("kvasir-seg", n=30, noise=0.5, seed=41, size=(96, 96))
-    ingest([data.root], root / "work", workers=1)
-    clean(root / "work" / "manifests" / "ingest.csv", workers=1, progress=False)
+    cleaned(root, n=30, noise=0.5, seed=41, size=(96, 96))
     make_run(root / "runs")
-    close_shards()
     port = _free_port()
     config = uvicorn.Config(create_app(root / "work", root / "runs", device="cpu"),
                             host="127.0.0.1", port=port, log_level="warning")

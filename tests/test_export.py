@@ -14,17 +14,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from blobs import untrained_checkpoint
 from segprep.cli import main as segprep_cli
 from segprep.errors import SegprepError
 from segprep.export import export_folder, export_nnunet, group_folds, parse_mask_values
 from segprep.ingest import ingest
 from segprep.manifest import read_manifest, write_manifest
 from segprep.shards import ShardWriter
-from segtrain.checkpoint import save_checkpoint
 from segtrain.cli import main as segtrain_cli
 from segtrain.errors import SegtrainError
 from segtrain.export import export_model, read_metadata
-from segtrain.models import ENCODER_MODELS, MODELS, build_model
+from segtrain.models import ENCODER_MODELS, MODELS
 from segtrain.predict import predict
 
 SIZE = 64
@@ -199,13 +199,7 @@ def test_folder_export_writes_the_values_asked_for(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- ONNX
 
 def _checkpoint(tmp_path: Path, name: str, **kwargs) -> Path:
-    torch.manual_seed(0)
-    model = build_model(name, **kwargs)
-    path = tmp_path / name.replace(":", "-") / "best.pt"
-    save_checkpoint(path, {"model_name": model.segkit_name, "model_kwargs": model.segkit_kwargs,
-                           "model_state": model.state_dict(), "input_size": [SIZE, SIZE],
-                           "normalize": "imagenet", "threshold": 0.5, "config": {}, "epoch": 1})
-    return path
+    return untrained_checkpoint(tmp_path / name.replace(":", "-") / "best.pt", name, SIZE, **kwargs)
 
 
 SCRATCH = [(name, {"base_channels": 4}) for name in MODELS]

@@ -12,12 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from blobs import untrained_checkpoint
 from segprep.manifest import write_manifest
 from segprep.shards import ShardWriter
-from segtrain.checkpoint import load_model, save_checkpoint
+from segtrain.checkpoint import load_model
 from segtrain.cli import main as cli
 from segtrain.errors import SegtrainError
-from segtrain.models import build_model
 from segtrain.predict import predict, read_image_file
 
 TRAIN_SIZE = 32
@@ -26,13 +26,8 @@ TRAIN_SIZE = 32
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny U-Net saved the way `segtrain run` saves one (training is tested elsewhere)."""
-    torch.manual_seed(0)
-    model = build_model("unet", base_channels=4, depth=2)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, {"model_name": model.segkit_name, "model_kwargs": model.segkit_kwargs,
-                           "model_state": model.state_dict(), "input_size": [TRAIN_SIZE, TRAIN_SIZE],
-                           "normalize": "imagenet", "threshold": 0.5, "config": {}, "epoch": 1})
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", "unet", TRAIN_SIZE,
+                                base_channels=4, depth=2)
 
 
 def disc_image(height: int, width: int, seed: int = 0) -> np.ndarray:

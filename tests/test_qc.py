@@ -15,7 +15,6 @@ import pytest
 from segprep.checks.findings import FINDING_COLUMNS
 from segprep.clean import clean
 from segprep.errors import SegprepError
-from segprep.ingest import ingest
 from segprep.shards import ShardWriter, close_shards
 from segtrain.errors import SegtrainError
 from segtrain.qc import Probabilities, assign_folds, qc, score, soft_min_quality
@@ -76,13 +75,8 @@ def test_scores_on_hand_made_labels() -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(synth, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("qc")
-    data = synth("kvasir-seg", n=24, noise=0.3, seed=51)
-    ingest([data.root], root / "work", workers=1)
-    clean(root / "work" / "manifests" / "ingest.csv", workers=1, progress=False)
-    close_shards()
-    return root / "work"
+def prepared(cleaned, tmp_path_factory) -> Path:
+    return cleaned(tmp_path_factory.mktemp("qc"), n=24, noise=0.3, seed=51)
 
 
 def test_qc_predicts_every_sample_once_out_of_sample_and_clean_takes_its_findings(prepared: Path,
