@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from common import step_timers
 from segprep.augment.backends import fit
 from segprep.augment.presets import preset_transforms
 from segprep.augment.stage import augment, parse_size, variant_seed
@@ -185,14 +186,10 @@ def breakdown(manifest: Path, work: Path, samples: list, preset: str, size: tupl
               repeat: int) -> list[tuple[str, float]]:
     """ms per row of the stage's steps, from one in-process run (1 worker) with each step wrapped
     in a timer, next to the bare loop's ms per row in the same process. Best run of ``repeat``."""
-    import collections
-    import contextlib
-
     from segprep.augment import backends
     from segprep.augment import stage as stage_module
     from segprep.shards import ShardWriter as Writer
 
-    spent: dict[str, float] = collections.defaultdict(float)
     steps = [(stage_module._Worker, "_load", "read + fit the source (per row)"),
              (stage_module, "fit", "  of which: fit to --size (the bare loop does it too)"),
              (stage_module._Worker, "_variant", "augment incl. redraws and params as JSON-ready"),
@@ -200,21 +197,8 @@ def breakdown(manifest: Path, work: Path, samples: list, preset: str, size: tupl
              (Writer, "add", "shard write (mask compression included)"),
              (stage_module, "_row", "manifest row (two SHA-1s, JSON text)")]
 
-    def timed(function, key):
-        def run(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - started
-        return run
-
     best: list[tuple[str, float]] | None = None
-    with contextlib.ExitStack() as undo:
-        for owner, name, key in steps:
-            original = getattr(owner, name)
-            setattr(owner, name, timed(original, key))
-            undo.callback(setattr, owner, name, original)
+    with step_timers(steps) as spent:
         for _ in range(repeat):
             _bare_init(preset, size, factor)
             started = time.perf_counter()

@@ -19,7 +19,6 @@ Target: >= 100 samples/s per worker at 512 px.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import dataset, step_timers, timed
 from segprep.clean import clean
 from segprep.ingest import ingest
 from segprep.shards import close_shards
@@ -49,17 +49,6 @@ def breakdown(manifest: Path, work: Path) -> tuple[list[tuple[str, float]], dict
     from segprep import clean as clean_module
     from segprep.checks import registry
 
-    spent: dict[str, float] = collections.defaultdict(float)
-
-    def timed(function, key):
-        def run(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - started
-        return run
-
     steps = [(clean_module, "process_sample", "per-sample path, all of it"),
              (clean_module, "read_image", "read the image (decode a kept JPEG/PNG)"),
              (clean_module, "read_mask", "read the mask"),
@@ -68,15 +57,11 @@ def breakdown(manifest: Path, work: Path) -> tuple[list[tuple[str, float]], dict
              (clean_module, "grey_thumbnail", "thumbnails for duplicates and the report"),
              (clean_module, "render_panels", "report strips of flagged samples (draw)"),
              (clean_module, "write_strip", "report strips of flagged samples (write)")]
-    with contextlib.ExitStack() as undo:
-        for owner, name, key in steps:
-            original = getattr(owner, name)
-            setattr(owner, name, timed(original, key))
-            undo.callback(setattr, owner, name, original)
+    with step_timers(steps) as spent, contextlib.ExitStack() as undo:
         mask_checks = [c for c in registry.CHECKS.values() if c.scope == "mask" and c.measure]
         for check in mask_checks:
             registry.CHECKS[check.code] = registry.Check(**{
-                **check.__dict__, "measure": timed(check.measure, f"  check {check.code}")})
+                **check.__dict__, "measure": timed(check.measure, f"  check {check.code}", spent)})
             undo.callback(registry.CHECKS.__setitem__, check.code, check)
         shutil.rmtree(work, ignore_errors=True)
         result = clean(manifest, work=work, workers=1, progress=False)
@@ -99,15 +84,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="segprep-clean-bench-"))
     try:
-        if args.data is not None:
-            if not args.data.is_dir():
-                print(f"skipped: {args.data} not found")
-                return 0
-            data = args.data
-        else:
-            from segprep.synth import make_dataset
-            data = tmp / "kvasir-seg"
-            make_dataset(data, "kvasir-seg", n=args.n, size=(args.size, args.size), seed=0, noise=0.3)
+        data = dataset(args.data, tmp, args.n, args.size, noise=0.3)
+        if data is None:
+            return 0
         ingested = ingest([data], tmp / "work", workers=available_cpus())
         manifest = ingested.manifest_path
         close_shards()

@@ -42,6 +42,7 @@ from typing import Callable
 import cv2
 import h5py
 
+from common import dataset
 from segprep.executor import default_workers
 from segprep.ingest import ingest
 from segprep.readers import resolve_sources
@@ -161,15 +162,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="segprep-ingest-bench-", dir=args.work))
     try:
-        if args.data is not None:
-            if not args.data.is_dir():
-                print(f"skipped: {args.data} not found")
-                return 0
-            data = args.data
-        else:
-            from segprep.synth import make_dataset
-            data = tmp / "kvasir-seg"
-            make_dataset(data, "kvasir-seg", n=args.n, size=(args.size, args.size), seed=0)
+        data = dataset(args.data, tmp, args.n, args.size)
+        if data is None:
+            return 0
         pairs = files_of(data)
         n = len(pairs)
         size_mb = sum(os.path.getsize(p) for files in pairs for p in files) / 1e6
