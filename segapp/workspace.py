@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from segprep.augment.preview import outlined
 from segprep.decisions import default_path, read_decisions
 from segprep.errors import SegprepError
 from segprep.manifest import read_manifest
@@ -17,9 +18,7 @@ from segprep.shards import binary_mask, read_image, read_mask, read_roi
 
 log = logging.getLogger(__name__)
 
-MASK_BGR = (0, 220, 0)       # the mask in use (clean's), green
-ORIGINAL_BGR = (0, 0, 255)   # the mask as ingested, red, where clean repaired it
-ROI_BGR = (255, 160, 0)
+ORIGINAL_RGB = (255, 0, 0)   # the mask as ingested, red, where clean repaired it (clean's: green)
 
 
 @dataclass
@@ -100,38 +99,39 @@ class Workspace:
                 "repaired": row["sample_id"] in self.originals,
                 "decision": decision.__dict__ if decision else None}
 
+    def _outlined(self, image: np.ndarray, row: pd.Series, current: tuple[Path, int]) -> np.ndarray:
+        """The image with the outlines of the review: the ingested mask (red) where clean
+        repaired it, then clean's mask and the field of view as `segprep augment --preview`
+        draws them."""
+        mask, _ = binary_mask(read_mask(*current))
+        thickness = max(1, round(min(image.shape[:2]) / 150))
+        if mask.shape != image.shape[:2]:  # size_mismatch: no outline can be placed
+            mask = np.zeros(image.shape[:2], np.uint8)
+        elif row["sample_id"] in self.originals:
+            shard, at = self.originals[row["sample_id"]]
+            original, _ = binary_mask(read_mask(Path(shard), at))
+            contours, _ = cv2.findContours(original, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+            image = cv2.drawContours(image.copy(), contours, -1, ORIGINAL_RGB, thickness)
+        roi = read_roi(Path(self.manifest.parent / row["image_shard"]), int(row["image_index"]))
+        return outlined(image, mask, roi, thickness)
+
     def picture(self, index: int, kind: str, size: int | None) -> np.ndarray:
         """BGR pixels: ``image``, ``overlay`` (outlines: clean's mask green, the ingested one
-        red where clean repaired it), ``mask`` (0/255) or ``original`` (the ingested mask)."""
+        red where clean repaired it, the field of view), ``mask`` (0/255) or ``original`` (the
+        ingested mask). Each kind reads only what it shows."""
         row = self.rows.iloc[index]
         root = self.manifest.parent
-        image = read_image(root / row["image_shard"], int(row["image_index"]))
-        mask, _ = binary_mask(read_mask(root / row["mask_shard"], int(row["mask_index"])))
-        canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        if kind == "mask":
+        current = (root / row["mask_shard"], int(row["mask_index"]))
+        if kind in ("mask", "original"):
+            shard, at = self.originals.get(row["sample_id"], current) if kind == "original" else current
+            mask, _ = binary_mask(read_mask(Path(shard), at))
             canvas = cv2.cvtColor(((mask > 0) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-        elif kind == "original":
-            shard, at = self.originals.get(row["sample_id"], (str(root / row["mask_shard"]), int(row["mask_index"])))
-            original, _ = binary_mask(read_mask(Path(shard), at))
-            canvas = cv2.cvtColor(original * 255, cv2.COLOR_GRAY2BGR)
-        elif kind == "overlay":
-            thickness = max(1, round(min(mask.shape[:2]) / 150))
-            roi = read_roi(root / row["image_shard"], int(row["image_index"]))
-            if roi is not None and not roi.all():
-                contours, _ = cv2.findContours((roi > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                               cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(canvas, contours, -1, ROI_BGR, 1)
-            if row["sample_id"] in self.originals and mask.shape == image.shape[:2]:
-                original, _ = binary_mask(read_mask(Path(self.originals[row["sample_id"]][0]),
-                                                    self.originals[row["sample_id"]][1]))
-                contours, _ = cv2.findContours(original, cv2.RETR_LIST,
-                                               cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(canvas, contours, -1, ORIGINAL_BGR, thickness)
-            if mask.shape == image.shape[:2]:
-                contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_LIST,
-                                               cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(canvas, contours, -1, MASK_BGR, thickness)
-        elif kind != "image":
+        elif kind in ("image", "overlay"):
+            image = read_image(root / row["image_shard"], int(row["image_index"]))
+            if kind == "overlay":
+                image = self._outlined(image, row, current)
+            canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        else:
             raise SegprepError(f"unknown picture {kind!r}; valid: image, overlay, mask, original")
         if size:
             scale = size / max(canvas.shape[:2])
