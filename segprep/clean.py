@@ -524,16 +524,12 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
         if previous is not None and not force:
             _refuse_other_run(record, previous, fingerprint)
             problem = _outputs_problem(record, previous, verify)
-            old = previous.get("fingerprint") or {}
-            if old.get("decisions_sha1") != fingerprint.get("decisions_sha1"):
-                problem = "the review decisions changed"
-            elif old.get("qc_sha1") != fingerprint.get("qc_sha1"):
-                problem = "the QC findings changed"
-            if problem is None:
+            changed = _changed_reviews(previous.get("fingerprint") or {}, fingerprint)
+            if problem is None and changed is None:
                 log.info("%s is up to date; nothing to do (--force to redo)", out_manifest)
                 return _skipped(result, previous, started)
-            log.warning("%s: %s; cleaning again", out_manifest, problem)
-            result.rebuilt = problem not in ("the review decisions changed", "the QC findings changed")
+            log.warning("%s: %s; cleaning again", out_manifest, problem or changed)
+            result.rebuilt = problem is not None
         staging = work / "shards" / f".clean-staging-{os.getpid()}"
         report_staging = work / "reports" / f".clean-staging-{os.getpid()}"
         try:
@@ -543,6 +539,16 @@ def clean(manifest: Path, work: Path | None = None, options: CleanOptions | None
             close_shards()
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(report_staging, ignore_errors=True)
+
+
+def _changed_reviews(old: dict, new: dict) -> str | None:
+    """What changed among the judgements clean applies over its own (a person's decisions, a
+    model's findings) since the finished run; None when nothing did. Not another run: the same
+    input and options, to be applied again."""
+    for key, what in (("decisions_sha1", "the review decisions"), ("qc_sha1", "the QC findings")):
+        if old.get(key) != new.get(key):
+            return f"{what} changed"
+    return None
 
 
 def _refuse_other_run(record: StageRecord, previous: dict, fingerprint: dict) -> None:
