@@ -181,14 +181,19 @@ class Probabilities:
         missing = {"sample_id", "shard", "index"} - set(table.columns)
         if missing:
             raise SegtrainError(f"{index}: missing column(s) {', '.join(sorted(missing))}")
+        inside = self.folder.resolve()
+        for shard in set(table["shard"]):  # checked once per file, not per read
+            if (self.folder / shard).resolve().parent != inside:
+                raise SegtrainError(f"{index}: shard {shard!r} is not a file of {self.folder}")
+        bad = table.loc[~table["index"].str.fullmatch(r"\d+"), "index"]
+        if len(bad):
+            raise SegtrainError(f"{index}: index {bad.iloc[0]!r} is not a sample position (0, 1, ...)")
         self.where = {r.sample_id: (self.folder / r.shard, int(r.index)) for r in table.itertuples()}
 
     def read(self, sample_id: str, shape: tuple[int, int]) -> np.ndarray:
         if sample_id not in self.where:
             raise SegtrainError(f"{self.folder}: no probabilities for {sample_id}")
         shard, index = self.where[sample_id]
-        if Path(shard).resolve().parent != self.folder.resolve():
-            raise SegtrainError(f"{self.folder}/index.csv: shard {shard} is outside the folder")
         stored = read_mask(shard, index)
         if stored.shape != shape:
             stored = cv2.resize(stored, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -127,6 +127,12 @@ def test_bad_input_is_clear(prepared: Path, tmp_path: Path) -> None:
     probs = tmp_path / "probs"
     with ShardWriter(probs / "p.h5", "qc-probs") as writer:
         writer.add(sample_id="x", mask=np.zeros((4, 4), np.uint8))
+    (probs / "index.csv").write_text("sample_id,shard,index\nx,../p.h5,0\n")
+    with pytest.raises(SegtrainError, match="shard '../p.h5' is not a file of"):
+        Probabilities(probs)
+    (probs / "index.csv").write_text("sample_id,shard,index\nx,p.h5,first\n")
+    with pytest.raises(SegtrainError, match="index 'first' is not a sample position"):
+        Probabilities(probs)
     (probs / "index.csv").write_text("sample_id,shard,index\nx,p.h5,0\n")
     with pytest.raises(SegtrainError, match="no probabilities for"):
         qc(prepared / "manifests/clean.csv", tmp_path / "w", probs=probs)
