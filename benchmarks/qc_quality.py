@@ -164,6 +164,13 @@ def main() -> int:
     precision_dis = injected[scores["disagrees"]].mean() if scores["disagrees"].any() else float("nan")
     print(f"\nprecision: any finding {precision_any:.2f} ({int(scores['flagged'].sum())} flagged), "
           f"label_disagrees {precision_dis:.2f} ({int(scores['disagrees'].sum())})")
+    print("\nper code (false flags: untouched labels flagged; hits: injected labels flagged):")
+    for code in ("label_disagrees", "partial_mask", "missed_object", "extra_object"):
+        ids = set(findings.loc[findings["code"] == code, "sample_id"])
+        hit = scores["sample_id"].isin(ids)
+        false, true = int((hit & ~injected).sum()), int((hit & injected).sum())
+        print(f"  {code}: false flags {false} of {int((~injected).sum())} ({false / max((~injected).sum(), 1):.1%}), "
+              f"hits {true} of {int(injected.sum())}, precision {true / max(false + true, 1):.2f}")
     print("\nlabel_disagrees threshold sweep (precision / recall over all injected kinds):")
     for below in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4):
         hit = scores["label_quality"] < below
